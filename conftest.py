@@ -1,0 +1,13 @@
+"""Names available to the docstring examples (pytest --doctest-modules)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace):
+    import slb_keras
+
+    doctest_namespace.update(np=np, keras=keras, tf=tf, slb_keras=slb_keras)

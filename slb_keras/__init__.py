@@ -1,0 +1,50 @@
+"""slb_keras: SLB low-bit weight search for Keras 3, with TFLite export.
+
+Example:
+
+>>> import keras, slb_keras
+>>> model = keras.Sequential([
+...     keras.Input((32, 32, 3)),
+...     keras.layers.Conv2D(32, 3, padding="same"),
+...     keras.layers.BatchNormalization(),
+...     keras.layers.ReLU(),
+...     slb_keras.SLBConv2D(32, 3, padding="same", wbits=1, input_quantizer="ste_sign"),
+... ])
+"""
+
+from importlib import metadata as _metadata
+
+from slb_keras.layers import SLBConv1D
+from slb_keras.layers import SLBConv2D
+from slb_keras.layers import SLBDense
+from slb_keras.layers import SLBDepthwiseConv2D
+from slb_keras.layers import SLBLayerMixin
+from slb_keras.layers import set_temperature
+from slb_keras.layers import slb_layers
+from slb_keras.quantizers import ActivationQuantizer
+from slb_keras.quantizers import PACTQuantizer
+from slb_keras.value_sets import codes_to_values
+from slb_keras.value_sets import integer_values
+from slb_keras.value_sets import value_set
+from slb_keras.value_sets import values_to_codes
+
+try:
+    __version__ = _metadata.version("slb_keras")
+except _metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+local"
+
+__all__ = [
+    "ActivationQuantizer",
+    "PACTQuantizer",
+    "SLBConv1D",
+    "SLBConv2D",
+    "SLBDense",
+    "SLBDepthwiseConv2D",
+    "SLBLayerMixin",
+    "codes_to_values",
+    "integer_values",
+    "set_temperature",
+    "slb_layers",
+    "value_set",
+    "values_to_codes",
+]

@@ -1,0 +1,522 @@
+"""SLB layers: the stock Keras layers whose kernel is searched over a value set.
+
+Each public class is the Keras layer it extends plus `SLBLayerMixin`, which
+replaces the float `kernel` variable by
+
+- `kernel_logits`: trainable, shape kernel_shape + (2**wbits,), float32;
+- `temperature`: a non-trainable float32 scalar tau (set by callbacks or
+  `set_temperature`),
+
+and makes the layer's effective kernel
+
+- `training=True`:  W_soft = sum_k softmax(tau * A)_k v_k (differentiable);
+- otherwise:        W_hard = v[argmax_k A_k] (what is deployed).
+
+Everything else (bias, activation, padding, groups, ...) is the Keras layer's
+own code, reached through its `kernel` property.
+"""
+
+import threading
+import warnings
+
+import keras
+from keras import ops
+
+from slb_keras import ops as slb_ops
+from slb_keras import quantizers
+from slb_keras import value_sets
+
+# The effective kernel of each layer while its `call` runs, per thread (under
+# MirroredStrategy replicas trace `call` concurrently in separate threads).
+_LOCAL = threading.local()
+
+
+def _active_kernels():
+    if not hasattr(_LOCAL, "kernels"):
+        _LOCAL.kernels = {}
+    return _LOCAL.kernels
+
+
+class SLBLayerMixin:
+    """Shared SLB behaviour; put it before the Keras layer class in the bases.
+
+    Subclasses pass the Keras arguments through to the Keras layer and the SLB
+    ones (`wbits`, `input_quantizer`, `logits_initializer`) here.
+    """
+
+    def __init__(
+        self,
+        *args,
+        wbits=1,
+        input_quantizer=None,
+        logits_initializer="random_normal",
+        **kwargs,
+    ):
+        for unsupported in ("kernel_constraint", "depthwise_constraint"):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(
+                    f"Invalid {unsupported}={kwargs[unsupported]!r}: SLB layers have no "
+                    "float kernel to constrain (their weights are always in the value "
+                    "set); expected None."
+                )
+        for unsupported in ("lora_rank", "quantization_config"):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(
+                    f"Invalid {unsupported}={kwargs[unsupported]!r}: not supported by SLB "
+                    "layers, whose kernel is already low-bit; expected None."
+                )
+        self.wbits = value_sets.validate_bits(wbits, "wbits")
+        if self.wbits >= 7:
+            warnings.warn(
+                f"wbits={self.wbits} keeps {2**self.wbits} logits per weight: training "
+                "memory is that many times the float kernel.",
+                stacklevel=3,
+            )
+        super().__init__(*args, **kwargs)
+        self.input_quantizer = quantizers.get(input_quantizer)
+        self.logits_initializer = keras.initializers.get(logits_initializer)
+        self._slb_building = False
+
+    # -- variables -------------------------------------------------------------
+
+    def build(self, input_shape):
+        if self.input_quantizer is not None and not self.input_quantizer.built:
+            self.input_quantizer.build(input_shape)
+        self._slb_building = True
+        try:
+            super().build(input_shape)
+        finally:
+            self._slb_building = False
+
+    def add_weight(self, *args, **kwargs):
+        """Creates `kernel_logits` + `temperature` where Keras creates `kernel`."""
+        if not (self._slb_building and kwargs.get("name") == "kernel"):
+            return super().add_weight(*args, **kwargs)
+        shape = tuple(kwargs.get("shape", args[0] if args else None))
+        self.kernel_logits = super().add_weight(
+            name="kernel_logits",
+            shape=shape + (2**self.wbits,),
+            initializer=self.logits_initializer,
+            regularizer=kwargs.get("regularizer"),
+            dtype="float32",
+            autocast=False,
+            trainable=True,
+        )
+        self.temperature = super().add_weight(
+            name="temperature",
+            shape=(),
+            initializer="ones",
+            dtype="float32",
+            autocast=False,
+            trainable=False,
+        )
+        return None
+
+    @property
+    def kernel(self):
+        """The effective kernel: soft/hard inside `call`, hard outside it."""
+        active = _active_kernels().get(id(self))
+        if active is not None:
+            return active
+        return self.hard_kernel()
+
+    @kernel.setter
+    def kernel(self, value):
+        # Keras's build assigns the result of add_weight("kernel") (None here).
+        if value is not None:
+            raise AttributeError(
+                "The kernel of an SLB layer is computed from kernel_logits; use "
+                "assign_kernel(values) to set it."
+            )
+
+    @property
+    def _kernel(self):
+        return self.kernel
+
+    @_kernel.setter
+    def _kernel(self, value):
+        self.kernel = value
+
+    # -- the SLB rule ------------------------------------------------------------
+
+    def soft_kernel(self, temperature=None):
+        """W_soft = sum_k softmax(tau * A)_k v_k, float32 of kernel_shape.
+
+        Args:
+            temperature: tau to use; defaults to the layer's `temperature`.
+        """
+        tau = self.temperature if temperature is None else temperature
+        return slb_ops.soft_weight(self.kernel_logits, tau, bits=self.wbits)
+
+    def hard_kernel(self):
+        """W_hard = v[argmax_k A_k], float32 of kernel_shape, values in V."""
+        return slb_ops.hard_weight(self.kernel_logits, bits=self.wbits)
+
+    def kernel_codes(self):
+        """Integer codes argmax_k A_k in 0..2**wbits-1 (int32, kernel_shape)."""
+        return slb_ops.hard_codes(self.kernel_logits)
+
+    def assign_kernel(self, values, margin=10.0):
+        """Sets the logits so the hard kernel is the value of V nearest `values`.
+
+        `values` (kernel_shape, expected in [-1, 1]; clipped) are projected onto
+        V; the chosen value gets logit `margin`, the others 0. With
+        tau * margin large the soft kernel equals the hard one too.
+        """
+        codes = value_sets.values_to_codes(ops.convert_to_numpy(values), self.wbits)
+        expected = tuple(self.kernel_logits.shape[:-1])
+        if codes.shape != expected:
+            raise ValueError(
+                f"Invalid values shape {codes.shape}: expected the kernel shape {expected}."
+            )
+        self.kernel_logits.assign(slb_ops.logits_from_codes(codes, self.wbits, margin))
+
+    def call(self, inputs, training=None):
+        if self.input_quantizer is not None:
+            # The quantizer has its own dtype policy: bring its output back.
+            inputs = ops.cast(self.input_quantizer(inputs), self.compute_dtype)
+        kernel = self.soft_kernel() if training else self.hard_kernel()
+        kernels = _active_kernels()
+        kernels[id(self)] = ops.cast(kernel, self.compute_dtype)
+        try:
+            return super().call(inputs)
+        finally:
+            del kernels[id(self)]
+
+    # -- what Keras must not do with a computed kernel ---------------------------
+
+    def save_own_variables(self, store):
+        # Keras's conv/dense save the computed `kernel`; SLB saves its variables.
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def enable_lora(self, *args, **kwargs):
+        raise ValueError("LoRA is not supported by SLB layers: their kernel is low-bit.")
+
+    def quantize(self, *args, **kwargs):
+        raise ValueError(
+            "SLB layers are already quantized; use slb_keras.export_tflite to deploy them."
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "wbits": self.wbits,
+            "input_quantizer": quantizers.serialize(self.input_quantizer),
+            "logits_initializer": keras.initializers.serialize(self.logits_initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="slb_keras")
+class SLBDense(SLBLayerMixin, keras.layers.Dense):
+    """`keras.layers.Dense` whose kernel is searched over the `wbits` value set.
+
+    Takes every argument of `keras.layers.Dense` plus:
+
+    Args:
+        wbits: weight bit width, 1 to 8 (2**wbits values in [-1, 1]).
+        input_quantizer: None, an alias ("ste_sign", "dorefa2", "pact4", ...),
+            an int bit width or a quantizer layer, applied to the inputs.
+        logits_initializer: initializer of `kernel_logits` (the float
+            `kernel_initializer` is unused: there is no float kernel).
+
+    `kernel_regularizer` regularizes `kernel_logits` (the authors' weight
+    decay); `kernel_constraint`, `lora_rank` and `quantization_config` must
+    be None.
+
+    Example:
+
+    >>> layer = SLBDense(10, wbits=2, input_quantizer="dorefa2")
+    >>> y = layer(np.ones((4, 8), "float32"), training=True)
+    >>> tuple(layer.kernel_logits.shape), y.shape
+    ((8, 10, 4), TensorShape([4, 10]))
+    """
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        lora_rank=None,
+        lora_alpha=None,
+        quantization_config=None,
+        wbits=1,
+        input_quantizer=None,
+        logits_initializer="random_normal",
+        **kwargs,
+    ):
+        super().__init__(
+            units=units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            quantization_config=quantization_config,
+            wbits=wbits,
+            input_quantizer=input_quantizer,
+            logits_initializer=logits_initializer,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="slb_keras")
+class SLBConv2D(SLBLayerMixin, keras.layers.Conv2D):
+    """`keras.layers.Conv2D` whose kernel is searched over the `wbits` value set.
+
+    Takes every argument of `keras.layers.Conv2D` plus `wbits`,
+    `input_quantizer` and `logits_initializer` (see `SLBDense`).
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 3)),
+    ...     SLBConv2D(16, 3, padding="same", use_bias=False, wbits=1),
+    ...     keras.layers.BatchNormalization(),
+    ... ])
+    >>> tuple(model.layers[0].kernel_logits.shape)
+    (3, 3, 3, 16, 2)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1),
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        wbits=1,
+        input_quantizer=None,
+        logits_initializer="random_normal",
+        **kwargs,
+    ):
+        super().__init__(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            groups=groups,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            wbits=wbits,
+            input_quantizer=input_quantizer,
+            logits_initializer=logits_initializer,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="slb_keras")
+class SLBConv1D(SLBLayerMixin, keras.layers.Conv1D):
+    """`keras.layers.Conv1D` whose kernel is searched over the `wbits` value set.
+
+    Takes every argument of `keras.layers.Conv1D` plus `wbits`,
+    `input_quantizer` and `logits_initializer` (see `SLBDense`).
+
+    Example:
+
+    >>> layer = SLBConv1D(4, 3, wbits=2)
+    >>> layer(np.ones((2, 10, 6), "float32")).shape
+    TensorShape([2, 8, 4])
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        wbits=1,
+        input_quantizer=None,
+        logits_initializer="random_normal",
+        **kwargs,
+    ):
+        super().__init__(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            groups=groups,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            wbits=wbits,
+            input_quantizer=input_quantizer,
+            logits_initializer=logits_initializer,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="slb_keras")
+class SLBDepthwiseConv2D(SLBLayerMixin, keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` with a kernel searched over the value set.
+
+    Takes every argument of `keras.layers.DepthwiseConv2D` plus `wbits`,
+    `input_quantizer` and `logits_initializer` (see `SLBDense`);
+    `depthwise_regularizer` regularizes the logits, `depthwise_constraint`
+    must be None.
+
+    Example:
+
+    >>> layer = SLBDepthwiseConv2D(3, depth_multiplier=2, wbits=2)
+    >>> layer(np.ones((1, 5, 5, 4), "float32")).shape
+    TensorShape([1, 3, 3, 8])
+    """
+
+    def __init__(
+        self,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        depth_multiplier=1,
+        data_format=None,
+        dilation_rate=(1, 1),
+        activation=None,
+        use_bias=True,
+        depthwise_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        depthwise_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        depthwise_constraint=None,
+        bias_constraint=None,
+        wbits=1,
+        input_quantizer=None,
+        logits_initializer="random_normal",
+        **kwargs,
+    ):
+        super().__init__(
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            depth_multiplier=depth_multiplier,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            activation=activation,
+            use_bias=use_bias,
+            depthwise_initializer=depthwise_initializer,
+            bias_initializer=bias_initializer,
+            depthwise_regularizer=depthwise_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            depthwise_constraint=depthwise_constraint,
+            bias_constraint=bias_constraint,
+            wbits=wbits,
+            input_quantizer=input_quantizer,
+            logits_initializer=logits_initializer,
+            **kwargs,
+        )
+
+
+def slb_layers(model):
+    """All SLB layers of `model` (or a layer), nested models included, in order.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), SLBDense(2)])
+    >>> [type(l).__name__ for l in slb_layers(model)]
+    ['SLBDense']
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            f"Invalid model={model!r}: expected a Keras model or layer."
+        )
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, SLBLayerMixin)
+    ]
+
+
+def set_temperature(model, temperature):
+    """Sets tau on every SLB layer of `model` (nested models included).
+
+    Args:
+        model: a Keras model or layer.
+        temperature: tau, a finite number > 0 (or a scalar tensor).
+
+    Returns:
+        The number of SLB layers updated.
+
+    Raises:
+        ValueError: if `temperature` is not a finite positive number.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), SLBDense(2)])
+    >>> set_temperature(model, 10.0)
+    1
+    >>> float(model.layers[0].temperature.numpy())
+    10.0
+    """
+    try:
+        tau = float(ops.convert_to_numpy(temperature))
+    except (TypeError, ValueError):
+        tau = float("nan")
+    if not (tau > 0 and tau < float("inf")):
+        raise ValueError(
+            f"Invalid temperature={temperature!r}: expected a finite number > 0."
+        )
+    layers = slb_layers(model)
+    for layer in layers:
+        if not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} is not built: build the model before setting "
+                "its temperature."
+            )
+        layer.temperature.assign(tau)
+    return len(layers)
