@@ -277,3 +277,23 @@ def test_assign_kernel_shape_checked():
 def test_eight_bit_warns_about_memory():
     with pytest.warns(UserWarning, match="256 logits per weight"):
         slb_keras.SLBDense(2, wbits=8)
+
+
+def test_fit_with_jit_compile():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6, 6, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=32)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            slb_keras.SLBConv2D(4, 3, wbits=2, input_quantizer="dorefa2"),
+            keras.layers.Flatten(),
+            slb_keras.SLBDense(2, wbits=1, input_quantizer="ste_sign"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    before = model.layers[0].kernel_logits.numpy().copy()
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.allclose(before, model.layers[0].kernel_logits.numpy())
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), atol=1e-5)
