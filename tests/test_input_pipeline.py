@@ -1,0 +1,527 @@
+"""Tests for input_pipeline: every source end to end, on CPU, without network.
+
+cifar10 and imagenet2012 run through the real TFDS code paths under
+`tfds.testing.mock_data`, with the TFDS metadata written to a temporary data_dir the way
+TFDS recommends, so the pipeline sees prepared data sets of known sizes.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import input_pipeline as ip
+
+NUM_MOCK = 24  # examples in every mocked TFDS split
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def write_tfds_metadata(data_dir, name, split_sizes):
+    """Writes a data set's TFDS metadata so the builder under data_dir is prepared."""
+    builder = tfds.builder(name, data_dir=os.fspath(data_dir))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [
+                tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0, filename_template=None)
+                for s, n in split_sizes.items()
+            ]
+        )
+    )
+    builder.data_path.mkdir(parents=True, exist_ok=True)
+    builder.info.write_to_directory(builder.data_path)
+
+
+@pytest.fixture
+def mock_cifar10(tmp_path):
+    write_tfds_metadata(tmp_path, "cifar10", {"train": NUM_MOCK, "test": NUM_MOCK})
+    with tfds.testing.mock_data(num_examples=NUM_MOCK, data_dir=os.fspath(tmp_path)):
+        yield os.fspath(tmp_path)
+
+
+@pytest.fixture
+def mock_imagenet(tmp_path):
+    write_tfds_metadata(tmp_path, "imagenet2012", {"train": NUM_MOCK, "validation": NUM_MOCK})
+    with tfds.testing.mock_data(num_examples=NUM_MOCK, data_dir=os.fspath(tmp_path)):
+        yield os.fspath(tmp_path)
+
+
+def batches(dataset, count):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
+
+
+def assert_same_batches(first, second):
+    assert len(first) == len(second)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+def write_indexed_npz(path, num_train=40, num_test=12):
+    """An .npz whose image i is the constant i (uint8), so batches reveal the order."""
+    ones = np.ones((4, 4), np.uint8)
+    x_train = np.arange(num_train, dtype=np.uint8)[:, None, None] * ones
+    x_test = np.arange(100, 100 + num_test, dtype=np.uint8)[:, None, None] * ones
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=np.arange(num_train) % 4,
+        x_test=x_test,
+        y_test=np.arange(num_test) % 4,
+    )
+    return os.fspath(path)
+
+
+def indices(images, path):
+    """Recovers the constant value i of each image of an indexed npz."""
+    with np.load(path) as arrays:
+        x = arrays["x_train"].astype(np.float64) / 255.0
+    mean, std = x.mean(), x.std()
+    return np.round((images[:, 0, 0, 0] * std + mean) * 255.0).astype(int)
+
+
+def stream_indices(dataset, steps, path):
+    return np.concatenate([indices(x, path) for x, _ in batches(dataset, steps)])
+
+
+# --- digits ----------------------------------------------------------------------------
+
+
+def test_digits_info():
+    info = ip.get_dataset_info("digits")
+    assert info == ip.DatasetInfo(10, (32, 32, 3), 1438, 359)
+    assert info.steps_per_epoch(100) == 14
+
+
+def test_digits_train_batches_are_normalized_full_and_infinite():
+    dataset = ip.build_dataset("digits", "train", 64, seed=1)
+    assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
+    assert dataset.element_spec[0].shape == (64, 32, 32, 3)
+    x, y = next(iter(dataset))
+    assert x.dtype == tf.float32 and y.dtype == tf.int32
+    assert 0 <= y.numpy().min() and y.numpy().max() <= 9
+    images = np.concatenate([x for x, _ in batches(dataset, 22)])  # one epoch
+    np.testing.assert_allclose(images.mean(axis=(0, 1, 2)), 0.0, atol=0.01)
+    np.testing.assert_allclose(images.std(axis=(0, 1, 2)), 1.0, atol=0.01)
+
+
+def test_digits_test_split_is_read_once_in_order():
+    dataset = ip.build_dataset("digits", "test", 100)
+    labels = np.concatenate([y for _, y in batches(dataset, -1)])
+    _, (_, y_test) = ip.load_digits()
+    np.testing.assert_array_equal(labels, y_test)
+    assert [len(y) for _, y in batches(dataset, -1)] == [100, 100, 100, 59]
+
+
+# --- epochs, seeds and restarts (indexed .npz, no augmentation) --------------------------
+
+
+def test_each_epoch_is_a_new_permutation_of_the_training_split(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    dataset = ip.build_dataset(path, "train", 8, seed=0)  # 40 examples: 5 steps per epoch
+    order = stream_indices(dataset, 10, path)
+    assert sorted(order[:40]) == list(range(40)) == sorted(order[40:])
+    assert not np.array_equal(order[:40], order[40:])
+
+
+def test_initial_epoch_resumes_the_uninterrupted_stream(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    uninterrupted = stream_indices(ip.build_dataset(path, "train", 8, seed=5), 15, path)
+    resumed = ip.build_dataset(path, "train", 8, seed=5, initial_epoch=2)
+    np.testing.assert_array_equal(stream_indices(resumed, 5, path), uninterrupted[80:])
+
+
+def test_same_seed_same_stream_other_seed_other_stream(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    first = stream_indices(ip.build_dataset(path, "train", 8, seed=3), 5, path)
+    again = stream_indices(ip.build_dataset(path, "train", 8, seed=3), 5, path)
+    other = stream_indices(ip.build_dataset(path, "train", 8, seed=4), 5, path)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_long_epochs_reshuffle_and_repeat_within_the_epoch(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    dataset = ip.build_dataset(path, "train", 8, steps_per_epoch=7)  # 56 > 40 examples
+    epoch = stream_indices(dataset, 7, path)
+    assert sorted(epoch[:40]) == list(range(40))
+    assert set(epoch[40:]) <= set(range(40))
+
+
+def test_short_epochs_take_a_fresh_shuffle_each_epoch(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    dataset = ip.build_dataset(path, "train", 8, steps_per_epoch=2)
+    order = stream_indices(dataset, 4, path)
+    assert len(set(order[:16])) == 16 and not np.array_equal(order[:16], order[16:])
+
+
+def test_input_pipelines_split_every_global_batch(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    whole = stream_indices(ip.build_dataset(path, "train", 8, seed=2), 10, path)
+    parts = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+        )
+        dataset = ip.build_dataset(path, "train", 8, seed=2, input_context=context)
+        assert dataset.element_spec[0].shape[0] == 4
+        parts.append(stream_indices(dataset, 10, path).reshape(10, 4))
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1).ravel(), whole)
+
+
+def test_input_pipelines_split_the_test_set_without_overlap(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz", num_test=12)
+    seen = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, 2)
+        dataset = ip.build_dataset(path, "test", 8, input_context=context)
+        seen.append(np.concatenate([y for _, y in batches(dataset, -1)]))
+    assert sum(len(s) for s in seen) == 12
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.sort(np.arange(12) % 4))
+
+
+def test_mirrored_strategy_splits_the_global_batch_over_replicas(mirrored_strategy):
+    train_ds, test_ds = ip.make_datasets("digits", None, 32, mirrored_strategy, seed=7)
+    x, y = next(iter(train_ds))
+    local_x = mirrored_strategy.experimental_local_results(x)
+    local_y = mirrored_strategy.experimental_local_results(y)
+    assert [t.shape for t in local_x] == [(16, 32, 32, 3)] * 2
+    single_x, single_y = next(iter(ip.build_dataset("digits", "train", 32, seed=7)))
+    np.testing.assert_array_equal(np.concatenate(local_x), single_x)
+    np.testing.assert_array_equal(np.concatenate(local_y), single_y)
+    test_labels = [
+        np.concatenate(mirrored_strategy.experimental_local_results(y)) for _, y in test_ds
+    ]
+    assert sum(len(t) for t in test_labels) == 359
+
+
+def test_make_datasets_on_the_default_strategy():
+    train_ds, test_ds = ip.make_datasets("digits", None, 50, tf.distribute.get_strategy())
+    x, _ = next(iter(train_ds))
+    assert x.shape == (50, 32, 32, 3)
+    assert sum(int(y.shape[0]) for _, y in test_ds) == 359
+
+
+def test_batch_size_not_divisible_by_replicas(mirrored_strategy):
+    with pytest.raises(ValueError, match="global_batch_size.*5.*2 replicas"):
+        ip.make_datasets("digits", None, 5, mirrored_strategy)
+
+
+# --- .npz ------------------------------------------------------------------------------
+
+
+def test_npz_uint8_info_and_normalization(tmp_path):
+    path = write_indexed_npz(tmp_path / "data.npz")
+    assert ip.get_dataset_info(path) == ip.DatasetInfo(4, (4, 4, 1), 40, 12)
+    x = np.concatenate([x for x, _ in batches(ip.build_dataset(path, "train", 8), 5)])
+    np.testing.assert_allclose([x.mean(), x.std()], [0.0, 1.0], atol=1e-5)
+
+
+def test_npz_float_images_resized(tmp_path):
+    rng = np.random.default_rng(0)
+    path = os.fspath(tmp_path / "float.npz")
+    np.savez(
+        path,
+        x_train=rng.random((20, 6, 6, 3), dtype=np.float32),
+        y_train=rng.integers(0, 3, (20, 1)),
+        x_test=rng.random((6, 6, 6, 3), dtype=np.float32),
+        y_test=np.array([0, 1, 2, 0, 1, 2]),
+    )
+    assert ip.get_dataset_info(path, image_size=12) == ip.DatasetInfo(3, (12, 12, 3), 20, 6)
+    x, y = next(iter(ip.build_dataset(path, "test", 4, image_size=12)))
+    assert x.shape == (4, 12, 12, 3) and y.dtype == tf.int32
+
+
+def test_npz_keeps_its_own_non_square_size(tmp_path):
+    path = os.fspath(tmp_path / "wide.npz")
+    images = np.zeros((4, 3, 5), np.uint8)
+    np.savez(path, x_train=images, y_train=[0, 1, 0, 1], x_test=images[:2], y_test=[0, 1])
+    assert ip.get_dataset_info(path).input_shape == (3, 5, 1)
+    x, _ = next(iter(ip.build_dataset(path, "test", 2)))
+    assert x.shape == (2, 3, 5, 1)
+
+
+def test_npz_missing_keys(tmp_path):
+    path = os.fspath(tmp_path / "bad.npz")
+    np.savez(path, x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="lacks x_test, y_test"):
+        ip.get_dataset_info(path)
+
+
+def test_npz_labels_must_match_images(tmp_path):
+    path = os.fspath(tmp_path / "bad.npz")
+    np.savez(
+        path,
+        x_train=np.zeros((3, 4, 4), np.uint8),
+        y_train=np.zeros(2, np.int64),
+        x_test=np.zeros((1, 4, 4), np.uint8),
+        y_test=np.zeros(1, np.int64),
+    )
+    with pytest.raises(ValueError, match="3 non-negative integers"):
+        ip.get_dataset_info(path)
+
+
+def test_missing_npz_names_the_path(tmp_path):
+    path = os.fspath(tmp_path / "absent.npz")
+    with pytest.raises(ip.DatasetNotFoundError, match="absent.npz"):
+        ip.get_dataset_info(path)
+
+
+# --- folders of class folders ----------------------------------------------------------
+
+COLOURS = {"cat": (200, 0, 0), "dog": (0, 200, 0), "emu": (0, 0, 200)}
+
+
+def write_class_folders(root, per_class):
+    for name, colour in COLOURS.items():
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(per_class):
+            image = np.broadcast_to(np.array(colour, np.uint8), (6, 5, 3))
+            keras.utils.save_img(root / name / f"{i}.png", image, scale=False)
+
+
+def expected_pixel(colour):
+    return (np.array(colour) / 255.0 - ip.IMAGENET_MEAN) / ip.IMAGENET_STD
+
+
+def test_folder_with_train_and_val_subfolders(tmp_path):
+    write_class_folders(tmp_path / "train", per_class=3)
+    write_class_folders(tmp_path / "val", per_class=2)
+    root = os.fspath(tmp_path)
+    assert ip.get_dataset_info(root, image_size=8) == ip.DatasetInfo(3, (8, 8, 3), 9, 6)
+    x, y = batches(ip.build_dataset(root, "test", 6, image_size=8), 1)[0]
+    assert x.shape == (6, 8, 8, 3)
+    np.testing.assert_array_equal(y, [0, 0, 1, 1, 2, 2])
+    for image, label in zip(x, y):
+        colour = list(COLOURS.values())[label]
+        expected = np.broadcast_to(expected_pixel(colour), image.shape)
+        np.testing.assert_allclose(image, expected, atol=1e-4)
+    x, y = next(iter(ip.build_dataset(root, "train", 3, image_size=8)))
+    assert x.shape == (3, 8, 8, 3)
+
+
+def test_single_folder_holds_out_every_fifth_image(tmp_path):
+    write_class_folders(tmp_path, per_class=5)
+    root = os.fspath(tmp_path)
+    assert ip.get_dataset_info(root) == ip.DatasetInfo(3, (32, 32, 3), 12, 3)
+    test_labels = np.concatenate([y for _, y in batches(ip.build_dataset(root, "test", 2), -1)])
+    np.testing.assert_array_equal(test_labels, [0, 1, 2])
+    train = ip.build_dataset(root, "train", 4, seed=1)
+    train_labels = np.concatenate([y for _, y in batches(train, 3)])
+    np.testing.assert_array_equal(np.bincount(train_labels), [4, 4, 4])
+
+
+def test_train_folder_without_test_folder(tmp_path):
+    write_class_folders(tmp_path / "train", per_class=2)
+    with pytest.raises(ip.DatasetNotFoundError, match="no test/, val/, validation/"):
+        ip.get_dataset_info(os.fspath(tmp_path))
+
+
+def test_test_folder_with_an_unknown_class(tmp_path):
+    write_class_folders(tmp_path / "train", per_class=1)
+    write_class_folders(tmp_path / "test", per_class=1)
+    os.rename(tmp_path / "test" / "emu", tmp_path / "test" / "yak")
+    with pytest.raises(ValueError, match="yak"):
+        ip.get_dataset_info(os.fspath(tmp_path))
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(ip.DatasetNotFoundError, match="no images"):
+        ip.get_dataset_info(os.fspath(tmp_path))
+
+
+def test_missing_folder_names_the_path(tmp_path):
+    path = os.fspath(tmp_path / "nowhere")
+    with pytest.raises(ip.DatasetNotFoundError, match="nowhere"):
+        ip.get_dataset_info(path)
+
+
+# --- cifar10 (TFDS, mocked) ------------------------------------------------------------
+
+
+def test_cifar10_info(mock_cifar10):
+    assert ip.get_dataset_info("cifar10", mock_cifar10) == ip.DatasetInfo(
+        10, (32, 32, 3), NUM_MOCK, NUM_MOCK
+    )
+
+
+def test_cifar10_test_split_is_the_normalized_images_in_order(mock_cifar10):
+    raw = list(tfds.load("cifar10", split="test", data_dir=mock_cifar10).as_numpy_iterator())
+    dataset = ip.build_dataset("cifar10", "test", 10, data_dir=mock_cifar10)
+    out = batches(dataset, -1)
+    assert [len(y) for _, y in out] == [10, 10, 4]
+    x = np.concatenate([x for x, _ in out])
+    y = np.concatenate([y for _, y in out])
+    expected = (np.stack([r["image"] for r in raw]) / 255.0 - ip.CIFAR10_MEAN) / ip.CIFAR10_STD
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    np.testing.assert_array_equal(y, [r["label"] for r in raw])
+    assert y.dtype == np.int32 and 0 <= y.min() and y.max() < 10
+
+
+def test_cifar10_train_images_are_padded_crops_or_flips_of_the_data(mock_cifar10):
+    raw = tfds.load("cifar10", split="train", data_dir=mock_cifar10).as_numpy_iterator()
+    raw = np.stack([r["image"] for r in raw]) / 255.0
+    padded = np.pad(raw, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    x, _ = batches(ip.build_dataset("cifar10", "train", 8, data_dir=mock_cifar10, seed=1), 1)[0]
+    unit = x * ip.CIFAR10_STD + ip.CIFAR10_MEAN
+    shifts = set()
+    for image in unit:
+        matches = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            if is_crop_of_any(image[:, ::-1] if flip else image, padded[:, dy:dy + 32, dx:dx + 32])
+        ]
+        assert matches, "a training image is not a shifted / flipped data image"
+        shifts.update((dy, dx) for dy, dx, _ in matches)
+    assert len(shifts) > 1  # the crop position varies
+
+
+def is_crop_of_any(image, crops):
+    return np.any(np.all(np.abs(crops - image) < 1e-4, axis=(1, 2, 3)))
+
+
+def test_cifar10_augmentation_is_seeded(mock_cifar10):
+    def stream(seed):
+        return batches(ip.build_dataset("cifar10", "train", 8, data_dir=mock_cifar10, seed=seed), 3)
+
+    first = stream(0)
+    assert_same_batches(first, stream(0))
+    assert not np.array_equal(first[0][0], stream(1)[0][0])
+
+
+def test_cifar10_resize_and_mirrored_replicas(mock_cifar10, mirrored_strategy):
+    train_ds, test_ds = ip.make_datasets(
+        "cifar10", mock_cifar10, 8, mirrored_strategy, image_size=16
+    )
+    for dataset in (train_ds, test_ds):
+        x, y = next(iter(dataset))
+        local_x = mirrored_strategy.experimental_local_results(x)
+        local_y = mirrored_strategy.experimental_local_results(y)
+        assert [t.shape for t in local_x] == [(4, 16, 16, 3)] * 2
+        assert [t.shape for t in local_y] == [(4,)] * 2
+
+
+def test_cifar10_not_prepared_says_how_to_get_it(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(ip.DatasetNotFoundError) as error:
+        ip.make_datasets("cifar10", os.fspath(tmp_path), 8, tf.distribute.get_strategy())
+    message = str(error.value)
+    assert time.monotonic() - start < 5  # no download attempt
+    assert "\n" not in message
+    assert "tfds build cifar10" in message and "--dataset=digits" in message
+    assert os.fspath(tmp_path) in message
+
+
+# --- imagenet2012 (TFDS, mocked) -------------------------------------------------------
+
+
+def test_imagenet_info(mock_imagenet):
+    assert ip.get_dataset_info("imagenet2012", mock_imagenet) == ip.DatasetInfo(
+        1000, (224, 224, 3), NUM_MOCK, NUM_MOCK
+    )
+
+
+def test_imagenet_train_and_test_pipelines_end_to_end(mock_imagenet):
+    low = (0.0 - np.array(ip.IMAGENET_MEAN)) / ip.IMAGENET_STD
+    high = (1.0 - np.array(ip.IMAGENET_MEAN)) / ip.IMAGENET_STD
+    for split in ("train", "test"):
+        dataset = ip.build_dataset("imagenet2012", split, 8, data_dir=mock_imagenet, image_size=32)
+        for x, y in batches(dataset, 3):
+            assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32
+            assert y.dtype == np.int32 and 0 <= y.min() and y.max() < 1000
+            assert np.all(x >= low - 1e-4) and np.all(x <= high + 1e-4)
+
+
+def test_imagenet_augmentation_is_seeded(mock_imagenet):
+    def stream(seed):
+        dataset = ip.build_dataset(
+            "imagenet2012", "train", 4, data_dir=mock_imagenet, image_size=16, seed=seed
+        )
+        return batches(dataset, 2)
+
+    first = stream(0)
+    assert_same_batches(first, stream(0))
+    assert not np.array_equal(first[0][0], stream(1)[0][0])
+
+
+def test_imagenet_eval_takes_the_centre_crop(tmp_path):
+    # 200 x 100 red image with a green rectangle holding the centre 87 x 87 square
+    # (224/256 of the shorter side); the eval image must be all green.
+    image = np.zeros((200, 100, 3), np.uint8)
+    image[..., 0] = 255
+    image[50:150, 3:97] = (0, 255, 0)
+    jpeg = tf.io.encode_jpeg(image, quality=100)
+
+    def as_dataset(self, split, **kwargs):
+        return tf.data.Dataset.from_tensors(
+            {"image": jpeg, "label": tf.constant(7, tf.int64), "file_name": tf.constant("a.JPEG")}
+        )
+
+    write_tfds_metadata(tmp_path, "imagenet2012", {"train": 1, "validation": 1})
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset, data_dir=os.fspath(tmp_path)):
+        dataset = ip.build_dataset("imagenet2012", "test", 1, image_size=24)
+        (x, y), = batches(dataset, 1)
+    rgb = x[0] * ip.IMAGENET_STD + ip.IMAGENET_MEAN
+    assert y[0] == 7
+    np.testing.assert_allclose(rgb.mean(axis=(0, 1)), [0.0, 1.0, 0.0], atol=0.03)
+
+
+def test_imagenet_not_prepared_names_the_manual_files(tmp_path):
+    with pytest.raises(ip.DatasetNotFoundError) as error:
+        ip.get_dataset_info("imagenet2012", os.fspath(tmp_path))
+    message = str(error.value)
+    manual_dir = os.path.join(os.fspath(tmp_path), "downloads", "manual")
+    assert "\n" not in message and manual_dir in message
+    assert "ILSVRC2012_img_train.tar" in message and "ILSVRC2012_img_val.tar" in message
+
+
+def test_imagenet_is_prepared_from_the_manual_dir(tmp_path, monkeypatch):
+    manual_dir = tmp_path / "downloads" / "manual"
+    manual_dir.mkdir(parents=True)
+    for name in ip.IMAGENET_MANUAL_FILES:
+        (manual_dir / name).write_bytes(b"")
+    calls = []
+
+    def fake_prepare(self, download_config=None, **kwargs):
+        calls.append(os.fspath(download_config.manual_dir))
+        write_tfds_metadata(tmp_path, "imagenet2012", {"train": 5, "validation": 3})
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fake_prepare)
+    info = ip.get_dataset_info("imagenet2012", os.fspath(tmp_path), image_size=64)
+    assert calls == [os.fspath(manual_dir)]
+    assert info == ip.DatasetInfo(1000, (64, 64, 3), 5, 3)
+
+
+# --- bad input -------------------------------------------------------------------------
+
+
+def test_unknown_name_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match="Unknown dataset 'mnist'.*cifar10, imagenet2012, digits"):
+        ip.get_dataset_info("mnist")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"split": "val"}, "split"),
+        ({"global_batch_size": 0}, "global_batch_size"),
+        ({"seed": -1}, "seed"),
+        ({"initial_epoch": -1}, "initial_epoch"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch"),
+        ({"image_size": 0}, "image_size"),
+        ({"global_batch_size": 2000}, "larger than the training split"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    args = {"split": "train", "global_batch_size": 8, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        ip.build_dataset("digits", args.pop("split"), args.pop("global_batch_size"), **args)
