@@ -21,6 +21,7 @@ from slb_keras.layers import SLBDepthwiseConv2D
 from slb_keras.layers import SLBLayerMixin
 from slb_keras.layers import set_temperature
 from slb_keras.layers import slb_layers
+from slb_keras.normalization import StateBatchNormalization
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
 from slb_keras.value_sets import codes_to_values
@@ -41,6 +42,7 @@ __all__ = [
     "SLBDense",
     "SLBDepthwiseConv2D",
     "SLBLayerMixin",
+    "StateBatchNormalization",
     "codes_to_values",
     "integer_values",
     "set_temperature",
