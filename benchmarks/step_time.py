@@ -1,0 +1,262 @@
+"""Training-step time and peak memory of SLB against STE and full precision.
+
+All configurations (fp, and ste / slb at each --wbits) are built in one process
+and timed interleaved, one step each per round (fp, ste-W1, slb-W1, ste-W2, ...),
+after warm-up, so that slow drifts of the machine hit every configuration alike.
+Prints the median step time per configuration and the ratios slb/ste and slb/fp
+(median of the per-round ratios, with their interquartile range), and writes
+JSON. With --memory, each configuration also runs alone in a fresh process that
+reports its peak resident memory (CPU) or peak device memory (GPU).
+
+Example:
+
+    python benchmarks/step_time.py --model=vgg_small --batch_size=32 --wbits=1,2,4 \
+        --abits=32 --rounds=20 --memory --out=runs/step_time_cpu.json
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _configs(wbits_list):
+    configs = [("fp", 32)]
+    for wbits in wbits_list:
+        configs += [("ste", wbits), ("slb", wbits)]
+    return configs
+
+
+def _label(method, wbits):
+    return "fp" if method == "fp" else f"{method}-W{wbits}"
+
+
+def _build(args, method, wbits):
+    import keras
+
+    import models
+
+    model = models.get_model(
+        args.model,
+        method=method,
+        wbits=max(1, min(wbits, 8)),
+        abits=args.abits if method != "fp" else 32,
+        input_shape=(args.image_size, args.image_size, 3),
+        num_classes=10,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=args.jit_compile,
+    )
+    return model
+
+
+def _data(args):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+    y = rng.integers(0, 10, size=(args.batch_size,)).astype(np.int32)
+    return x, y
+
+
+def _sync(result):
+    # train_on_batch returns numpy values: the step has finished when it returns.
+    return float(np.asarray(result).ravel()[0])
+
+
+def time_steps(args):
+    """Interleaved timing of every configuration in this process."""
+    import keras
+    import tensorflow as tf
+
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    import slb_keras
+
+    x, y = _data(args)
+    x, y = tf.constant(x), tf.constant(y)
+    configs = _configs(args.wbits)
+    built = {}
+    for method, wbits in configs:
+        model = _build(args, method, wbits)
+        slb_keras.set_temperature(model, 1.0)
+        for _ in range(args.warmup):
+            _sync(model.train_on_batch(x, y))
+        built[(method, wbits)] = model
+    times = {c: [] for c in configs}
+    for _ in range(args.rounds):
+        for config in configs:
+            start = time.perf_counter()
+            _sync(built[config].train_on_batch(x, y))
+            times[config].append(time.perf_counter() - start)
+    return {_label(*c): times[c] for c in configs}
+
+
+def summarize(times, wbits_list, batch_size):
+    """Medians, images/s and per-round ratios (median and interquartile range)."""
+    summary = {"configs": {}, "ratios": {}}
+    for label, values in times.items():
+        values = np.asarray(values)
+        summary["configs"][label] = {
+            "median_s": float(np.median(values)),
+            "images_per_s": float(batch_size / np.median(values)),
+            "steps": int(values.size),
+        }
+    fp = np.asarray(times["fp"])
+    for wbits in wbits_list:
+        slb = np.asarray(times[f"slb-W{wbits}"])
+        ste = np.asarray(times[f"ste-W{wbits}"])
+        for name, base in (("slb/ste", ste), ("slb/fp", fp)):
+            ratio = slb / base
+            summary["ratios"][f"W{wbits} {name}"] = {
+                "median": float(np.median(ratio)),
+                "q25": float(np.percentile(ratio, 25)),
+                "q75": float(np.percentile(ratio, 75)),
+            }
+    return summary
+
+
+class _RssSampler:
+    """Resident memory sampled every 2 ms in a thread: baseline and peak, bytes."""
+
+    def __init__(self):
+        import threading
+
+        self.base = self.peak = self._rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    def _run(self):
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _peak_memory_child(args, method, wbits):
+    """Runs in a fresh process: steps of one configuration, prints its peak memory."""
+    import keras
+    import tensorflow as tf
+
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    gpus = tf.config.list_physical_devices("GPU")
+    x, y = _data(args)
+    tf.constant(0.0).numpy()  # start the runtime before the baseline
+    sampler = _RssSampler()
+    model = _build(args, method, wbits)
+    for _ in range(max(3, args.warmup)):
+        _sync(model.train_on_batch(x, y))
+    sampler.stop()
+    if gpus:
+        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+        result = {"device": "GPU", "peak_bytes": int(peak)}
+    else:
+        result = {
+            "device": "CPU",
+            "peak_bytes": sampler.peak,
+            "peak_minus_runtime_bytes": sampler.peak - sampler.base,
+        }
+    print("PEAK_MEMORY " + json.dumps(result))
+
+
+def peak_memory(args):
+    """Peak memory per configuration, each in its own process."""
+    results = {}
+    for method, wbits in _configs(args.wbits):
+        cmd = [
+            sys.executable, os.path.abspath(__file__), f"--model={args.model}",
+            f"--batch_size={args.batch_size}", f"--image_size={args.image_size}",
+            f"--abits={args.abits}", f"--warmup={args.warmup}",
+            f"--memory_child={method}:{wbits}",
+        ] + (["--jit_compile"] if args.jit_compile else []) + (
+            ["--mixed_precision"] if args.mixed_precision else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        line = [l for l in out.splitlines() if l.startswith("PEAK_MEMORY ")][-1]
+        results[_label(method, wbits)] = json.loads(line[len("PEAK_MEMORY "):])
+    key = "peak_bytes" if "peak_minus_runtime_bytes" not in results["fp"] else "peak_minus_runtime_bytes"
+    ratios = {}
+    for wbits in args.wbits:
+        slb = results[f"slb-W{wbits}"][key]
+        ratios[f"W{wbits} slb/ste"] = slb / results[f"ste-W{wbits}"][key]
+        ratios[f"W{wbits} slb/fp"] = slb / results["fp"][key]
+    return {"per_config": results, "measure": key, "ratios": ratios}
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="vgg_small", choices=["vgg_small", "resnet20"])
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--wbits", default="1,2,4", type=lambda s: [int(b) for b in s.split(",")])
+    parser.add_argument("--abits", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--mixed_precision", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory")
+    parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help="JSON output path")
+    args = parser.parse_args(argv)
+    if args.batch_size <= 0 or args.rounds <= 0 or args.warmup < 0:
+        parser.error("--batch_size and --rounds must be > 0, --warmup >= 0")
+    return args
+
+
+def main(argv=None):
+    args = _parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.memory_child:
+        method, wbits = args.memory_child.split(":")
+        _peak_memory_child(args, method, int(wbits))
+        return
+    import tensorflow as tf
+
+    devices = tf.config.list_physical_devices("GPU")
+    report = {
+        "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
+        "abits": args.abits, "jit_compile": args.jit_compile,
+        "mixed_precision": args.mixed_precision, "rounds": args.rounds,
+        "device": devices[0].name if devices else f"CPU x{os.cpu_count()}",
+    }
+    report.update(summarize(time_steps(args), args.wbits, args.batch_size))
+    print(f"{args.model} batch {args.batch_size} abits {args.abits} on {report['device']} "
+          f"(xla={args.jit_compile}, mixed={args.mixed_precision}, {args.rounds} rounds)")
+    for label, stats in report["configs"].items():
+        print(f"  {label:8s} median step {stats['median_s'] * 1000:9.1f} ms  "
+              f"{stats['images_per_s']:8.1f} img/s")
+    for label, stats in report["ratios"].items():
+        print(f"  {label:12s} {stats['median']:.3f}  (IQR {stats['q25']:.3f}-{stats['q75']:.3f})")
+    if args.memory:
+        report["memory"] = peak_memory(args)
+        print(f"  peak memory ({report['memory']['measure']}):")
+        for label, stats in report["memory"]["per_config"].items():
+            print(f"    {label:8s} {stats[report['memory']['measure']] / 2**20:9.1f} MiB")
+        for label, ratio in report["memory"]["ratios"].items():
+            print(f"    {label:12s} {ratio:.3f}")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()
