@@ -769,6 +769,9 @@ def _placement(input_context, global_batch_size):
     )
 
 
+_EPOCH_GRAPH_SEED = 87654321
+
+
 def _train_stream(source, seed, initial_epoch, examples_per_epoch):
     """Infinite `(key, position, raw_image, label)` stream, epoch by epoch.
 
@@ -788,6 +791,10 @@ def _train_stream(source, seed, initial_epoch, examples_per_epoch):
                 minval=None, maxval=None, dtype=tf.int64,
             )
         )
+        # A tensor op seed trips tf.data's `(global, op) == (0, 0)` check when the global
+        # seed is 0 (keras.utils.set_random_seed(0)); a fixed non-zero graph seed for this
+        # function graph only makes the order a function of (seed, epoch) alone.
+        tf.compat.v1.get_default_graph().seed = _EPOCH_GRAPH_SEED
         epoch_examples = examples.shuffle(source.shuffle_buffer, seed=shuffle_seed)
         epoch_examples = epoch_examples.repeat().take(examples_per_epoch)
         positions = tf.data.Dataset.range(examples_per_epoch)
