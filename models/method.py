@@ -1,0 +1,184 @@
+"""The layers each training method puts into the same network: SLB, STE or full precision.
+
+A model file describes the architecture once; `Method` picks the layer classes:
+
+| method | quantized conv / dense        | BN after a quantized layer       | input of a quantized layer |
+|--------|-------------------------------|----------------------------------|----------------------------|
+| "slb"  | SLBConv2D / SLBDense (wbits)  | StateBatchNormalization (sbn) or BatchNormalization | quantizer(abits) |
+| "ste"  | STEConv2D / STEDense (wbits)  | BatchNormalization               | quantizer(abits) |
+| "fp"   | Conv2D / Dense                | BatchNormalization               | none (32 bits)   |
+
+The first conv and the last dense layer are always full precision (`quantized=False`).
+
+Activations (SLB_SPEC section 4): the input of a quantized layer is quantized by its
+`input_quantizer`: abits = 1 is the sign with a clipped STE ({-1, +1}); abits = 2..8 is
+DoReFa on [0, 1] (or PACT, a learned clip, with `activation_quantizer="pact"`); abits = 32
+is no quantization. **Decision**: a ReLU precedes the quantizer except for 1-bit
+activations, where sign(ReLU(x)) would be +1 everywhere: there the sign is the
+nonlinearity (as in Bi-Real/IR-Net binary networks). Tensors feeding full-precision
+layers always pass a ReLU.
+"""
+
+import dataclasses
+
+import keras
+
+import slb_keras
+from models import ste
+from slb_keras import value_sets
+
+METHODS = ("slb", "ste", "fp")
+ACTIVATION_QUANTIZERS = ("dorefa", "pact")
+ACTIVATION_BITS_HELP = "an integer from 1 to 8, or 32 (no quantization)"
+BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate, as in the authors' code
+BN_EPSILON = 1e-5
+
+
+def validate_method(method):
+    if method not in METHODS:
+        raise ValueError(f"Invalid method={method!r}: expected one of {', '.join(METHODS)}.")
+    return method
+
+
+def validate_abits(abits):
+    return value_sets.validate_bits(abits, "abits", low=1, high=8, extra=(32,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """Validated quantization settings and the layer factory of one network.
+
+    Args:
+        method: "slb" (searched low-bit weights), "ste" (DoReFa weights with a
+            straight-through estimator) or "fp" (full precision; `wbits` and
+            `abits` are ignored).
+        wbits: weight bits of the quantized layers, 1 to 8.
+        abits: activation bits at the input of the quantized layers: 1 to 8, or 32.
+        activation_quantizer: "dorefa" or "pact" (for abits 2..8; 1 bit is always the sign).
+        sbn: for "slb", use `slb_keras.StateBatchNormalization` (separate statistics
+            for soft and hard weights) after the quantized layers.
+        sync_bn: batch statistics over all replicas (`synchronized=True`), so a
+            distributed step computes what one device computes on the global batch.
+
+    Example:
+
+    >>> m = Method("slb", wbits=2, abits=2)
+    >>> type(m.conv2d(8, 3, name="c")).__name__, m.quantizer_alias
+    ('SLBConv2D', 'dorefa2')
+    """
+
+    method: str = "slb"
+    wbits: int = 1
+    abits: int = 1
+    activation_quantizer: str = "dorefa"
+    sbn: bool = True
+    sync_bn: bool = False
+
+    def __post_init__(self):
+        validate_method(self.method)
+        object.__setattr__(self, "wbits", value_sets.validate_bits(self.wbits, "wbits"))
+        object.__setattr__(self, "abits", validate_abits(self.abits))
+        if self.activation_quantizer not in ACTIVATION_QUANTIZERS:
+            raise ValueError(
+                f"Invalid activation_quantizer={self.activation_quantizer!r}: expected one "
+                f"of {', '.join(ACTIVATION_QUANTIZERS)}."
+            )
+        for name in ("sbn", "sync_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"Invalid {name}={getattr(self, name)!r}: expected True or False."
+                )
+
+    @property
+    def quantized(self):
+        """Whether the inner layers are quantized (False for "fp")."""
+        return self.method != "fp"
+
+    @property
+    def quantizer_alias(self):
+        """`slb_keras.quantizers.get` alias for the inputs of quantized layers, or None."""
+        if not self.quantized or self.abits == 32:
+            return None
+        if self.abits == 1:
+            return "ste_sign"
+        return f"{self.activation_quantizer}{self.abits}"
+
+    def conv2d(self, filters, kernel_size, *, name, strides=1, quantized=True):
+        """A bias-free 'same' conv; quantized per the method unless `quantized=False`."""
+        kwargs = dict(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=name,
+        )
+        if not (quantized and self.quantized):
+            return keras.layers.Conv2D(kernel_initializer="he_normal", **kwargs)
+        common = dict(wbits=self.wbits, input_quantizer=self.quantizer_alias, **kwargs)
+        if self.method == "slb":
+            return slb_keras.SLBConv2D(**common)
+        return ste.STEConv2D(kernel_initializer="he_normal", **common)
+
+    def dense(self, units, *, name, quantized=True, **kwargs):
+        """A dense layer; quantized per the method unless `quantized=False`."""
+        if not (quantized and self.quantized):
+            return keras.layers.Dense(units, name=name, **kwargs)
+        common = dict(wbits=self.wbits, input_quantizer=self.quantizer_alias, name=name)
+        if self.method == "slb":
+            return slb_keras.SLBDense(units, **common, **kwargs)
+        return ste.STEDense(units, **common, **kwargs)
+
+    def batch_norm(self, *, name, after_quantized=True):
+        """BN; state BN after an SLB layer when `sbn` (soft and hard statistics)."""
+        kwargs = dict(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=self.sync_bn, name=name
+        )
+        if after_quantized and self.method == "slb" and self.sbn:
+            return slb_keras.StateBatchNormalization(**kwargs)
+        return keras.layers.BatchNormalization(**kwargs)
+
+    def activation(self, x, *, name, feeds_quantized=True):
+        """ReLU, except before a 1-bit quantized input (the sign is the nonlinearity)."""
+        if feeds_quantized and self.quantizer_alias == "ste_sign":
+            return x
+        return keras.layers.ReLU(name=name)(x)
+
+    def config(self):
+        """The settings as a dict (recorded in run summaries)."""
+        return dataclasses.asdict(self)
+
+
+
+def validate_input_shape(input_shape, min_size):
+    """(height, width, channels) with both sides >= `min_size`, as a tuple of ints."""
+    try:
+        shape = tuple(int(d) for d in input_shape)
+        ok = len(shape) == 3 and all(d > 0 for d in shape) and min(shape[:2]) >= min_size
+        ok = ok and all(int(d) == d for d in input_shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"Invalid input_shape={input_shape!r}: expected (height, width, channels) with "
+            f"height and width >= {min_size}."
+        )
+    return shape
+
+
+def validate_num_classes(num_classes):
+    """An int >= 2."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"Invalid num_classes={num_classes!r}: expected an integer >= 2.")
+    return num_classes
+
+
+def scaled_filters(filters, width_multiplier):
+    """max(1, round(filters * width_multiplier)); validates the multiplier."""
+    if isinstance(width_multiplier, bool) or not (
+        isinstance(width_multiplier, (int, float)) and 0 < width_multiplier <= 16
+    ):
+        raise ValueError(
+            f"Invalid width_multiplier={width_multiplier!r}: expected a number in (0, 16]."
+        )
+    return max(1, int(round(filters * width_multiplier)))

@@ -1,0 +1,125 @@
+"""ResNet-20 for CIFAR (He et al. 2016, 16/32/64 channels), the paper's second CIFAR-10 network.
+
+3x3 full-precision stem conv, three stages of three basic blocks (16, 32, 64 filters,
+strides 1, 2, 2), global average pooling and a full-precision classifier.
+**Decision**: where a block changes shape, the shortcut is a 1x1 strided conv + BN
+(option B), quantized like every other inner conv (only the first conv and the last
+dense stay full precision).
+"""
+
+import keras
+
+from models import method as method_lib
+
+STAGE_FILTERS = (16, 32, 64)
+STAGE_STRIDES = (1, 2, 2)
+BLOCKS_PER_STAGE = 3
+
+
+def apply_basic_block(x, m, filters, *, stride, name, feeds_quantized=True):
+    """Post-activation basic block: conv-BN-act-conv-BN + shortcut, then act.
+
+    Args:
+        x: input tensor (channels last).
+        m: the `models.method.Method` choosing the layer classes.
+        filters: output channels.
+        stride: stride of the first conv (and of the projection shortcut).
+        name: prefix of the block's layer names.
+        feeds_quantized: whether the block's output enters a quantized layer
+            (decides the final activation, see `Method.activation`).
+
+    Returns:
+        The block's output tensor.
+    """
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = m.conv2d(filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
+        shortcut = m.batch_norm(name=f"{name}_shortcut_bn")(shortcut)
+    y = m.conv2d(filters, 3, strides=stride, name=f"{name}_conv1")(x)
+    y = m.batch_norm(name=f"{name}_bn1")(y)
+    y = m.activation(y, name=f"{name}_relu1")
+    y = m.conv2d(filters, 3, name=f"{name}_conv2")(y)
+    y = m.batch_norm(name=f"{name}_bn2")(y)
+    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return m.activation(y, name=f"{name}_out", feeds_quantized=feeds_quantized)
+
+
+def apply_stages(x, m, stage_filters, stage_strides, blocks_per_stage):
+    """Stacks the residual stages; blocks are named stage{i}_block{j}."""
+    for stage, (filters, stride) in enumerate(zip(stage_filters, stage_strides), start=1):
+        for block in range(1, blocks_per_stage + 1):
+            last = stage == len(stage_filters) and block == blocks_per_stage
+            x = apply_basic_block(
+                x,
+                m,
+                filters,
+                stride=stride if block == 1 else 1,
+                name=f"stage{stage}_block{block}",
+                feeds_quantized=not last,
+            )
+    return x
+
+
+def resnet20(
+    *,
+    method="slb",
+    wbits=1,
+    abits=1,
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    width_multiplier=1.0,
+    activation_quantizer="pact",
+    sbn=True,
+    sync_bn=False,
+    name="resnet20",
+):
+    """Builds the CIFAR ResNet-20 as a Keras functional model (logits output).
+
+    Args:
+        method: "slb" (default), "ste" or "fp" (see `models.method.Method`).
+        wbits: weight bits of the quantized convs, 1 to 8.
+        abits: activation bits at their inputs, 1 to 8 or 32.
+        input_shape: (height, width, channels); height and width >= 8.
+        num_classes: size of the (full-precision) classifier, >= 2.
+        width_multiplier: scales every conv's filters (1.0 = 16/32/64).
+        activation_quantizer: "pact" (default, the paper's ResNet recipe) or
+            "dorefa", for abits 2..8.
+        sbn: state batch normalization after the SLB convs (method "slb").
+        sync_bn: synchronize batch statistics across replicas.
+        name: model name.
+
+    Returns:
+        A `keras.Model` (not compiled): stem_conv, stem_bn, stage{1..3}_block{1..3}_*,
+        pool, fc.
+
+    Raises:
+        ValueError: for an argument out of range, naming it.
+
+    Example:
+
+    >>> model = resnet20(method="slb", wbits=2, abits=2, width_multiplier=0.5)
+    >>> model(np.zeros((1, 32, 32, 3), "float32")).shape
+    TensorShape([1, 10])
+    >>> len(slb_keras.slb_layers(model))  # 18 convs in the blocks + 2 shortcuts
+    20
+    """
+    m = method_lib.Method(
+        method=method,
+        wbits=wbits,
+        abits=abits,
+        activation_quantizer=activation_quantizer,
+        sbn=sbn,
+        sync_bn=sync_bn,
+    )
+    input_shape = method_lib.validate_input_shape(input_shape, min_size=8)
+    method_lib.validate_num_classes(num_classes)
+    filters = [method_lib.scaled_filters(f, width_multiplier) for f in STAGE_FILTERS]
+
+    inputs = keras.Input(input_shape, name="image")
+    x = m.conv2d(filters[0], 3, name="stem_conv", quantized=False)(inputs)
+    x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
+    x = m.activation(x, name="stem_relu")
+    x = apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = m.dense(num_classes, name="fc", quantized=False, dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,268 @@
+import doctest
+import importlib
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+import slb_keras
+from models import method as method_lib
+from models import resnet_cifar
+from models import resnet_imagenet
+from models import ste
+
+vgg_small_module = importlib.import_module("models.vgg_small")  # models.vgg_small is the builder
+
+# Tiny versions of every network: (name, kwargs, input shape).
+TINY = {
+    "vgg_small": dict(width_multiplier=0.0625, input_shape=(16, 16, 3)),
+    "resnet20": dict(width_multiplier=0.25, input_shape=(16, 16, 3)),
+    "resnet18": dict(width_multiplier=0.0625, input_shape=(32, 32, 3), num_classes=7),
+}
+QUANTIZED_TYPES = {"slb": slb_keras.SLBLayerMixin, "ste": ste.STELayerMixin}
+
+
+def _tiny(name, **kwargs):
+    return models.get_model(name, **{**TINY[name], **kwargs})
+
+
+def _images(model, batch=2, seed=0):
+    shape = (batch,) + tuple(model.input_shape[1:])
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _convs_and_denses(model):
+    return [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+
+
+@pytest.mark.parametrize("name, method", itertools.product(models.MODELS, models.METHODS))
+def test_every_model_and_method_builds_and_runs(name, method):
+    model = _tiny(name, method=method, wbits=2, abits=2)
+    x = _images(model)
+    num_classes = TINY[name].get("num_classes", 10)
+    for training in (True, False):
+        y = model(x, training=training)
+        assert y.shape == (2, num_classes)
+        assert y.dtype == "float32"
+        assert np.all(np.isfinite(y))
+    layers = _convs_and_denses(model)
+    first, last = layers[0], layers[-1]
+    assert not isinstance(first, (slb_keras.SLBLayerMixin, ste.STELayerMixin))
+    assert not isinstance(last, (slb_keras.SLBLayerMixin, ste.STELayerMixin))
+    assert first.name in ("conv1", "stem_conv") and last.name == "fc"
+    inner = layers[1:-1]
+    if method == "fp":
+        assert not any(isinstance(l, (slb_keras.SLBLayerMixin, ste.STELayerMixin)) for l in inner)
+    else:
+        assert all(isinstance(l, QUANTIZED_TYPES[method]) for l in inner)
+        assert all(l.wbits == 2 and l.input_quantizer is not None for l in inner)
+
+
+def test_fit_one_step_every_model():
+    for name in models.MODELS:
+        model = _tiny(name, method="slb")
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x = _images(model, batch=4)
+        history = model.fit(x, np.arange(4) % 7, epochs=1, batch_size=4, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"])), name
+
+
+def test_vgg_small_weight_count_is_lq_nets():
+    counts = {method: models.count_weights(models.get_model("vgg_small", method=method)) for method in models.METHODS}
+    # conv 3*128*9 + 128*128*9 + 128*256*9 + 256*256*9 + 256*512*9 + 512*512*9, fc 8192*10
+    assert counts["fp"]["weights"] == 4_656_512
+    assert counts["slb"]["weights"] == counts["ste"]["weights"] == 4_656_512
+    assert counts["slb"]["quantized_weights"] == counts["ste"]["quantized_weights"] == 4_571_136
+    assert counts["fp"]["quantized_weights"] == 0
+    # SLB minus STE: one more logit per 1-bit weight and a temperature per SLB conv (5),
+    # plus the hard statistics (2 per channel) and the `calibrated` flag of the 5 state BNs.
+    channels = 128 + 256 + 256 + 512 + 512
+    extra = counts["slb"]["parameters"] - counts["ste"]["parameters"]
+    assert extra == 4_571_136 + 5 + 2 * channels + 5
+    assert counts["ste"]["parameters"] == counts["fp"]["parameters"]
+
+
+def test_resnet_weight_counts():
+    assert models.count_weights(models.get_model("resnet20", method="fp"))["weights"] == 270_896
+    assert models.count_weights(models.get_model("resnet18", method="fp"))["weights"] == 11_678_912
+
+
+def test_layer_names_are_deterministic():
+    names = [layer.name for layer in _tiny("resnet20", method="slb").layers]
+    keras.layers.Dense(3)  # advances Keras's automatic name counters
+    again = [layer.name for layer in _tiny("resnet20", method="slb").layers]
+    assert names == again
+    assert len(set(names)) == len(names)
+    assert "stage2_block1_shortcut_conv" in names and "stage3_block3_conv2" in names
+    vgg = [layer.name for layer in _tiny("vgg_small", method="fp").layers]
+    assert vgg[:4] == ["image", "conv1", "bn1", "relu1"]
+    assert vgg[-3:] == ["relu6", "flatten", "fc"]
+
+
+@pytest.mark.parametrize(
+    "abits, activation_quantizer, expected",
+    [(1, "dorefa", (1, "ActivationQuantizer")), (1, "pact", (1, "ActivationQuantizer")),
+     (2, "dorefa", (2, "ActivationQuantizer")), (4, "pact", (4, "PACTQuantizer")),
+     (32, "dorefa", None)],
+)
+def test_activation_quantizers(abits, activation_quantizer, expected):
+    model = _tiny("resnet20", method="slb", abits=abits, activation_quantizer=activation_quantizer)
+    for layer in slb_keras.slb_layers(model):
+        quantizer = layer.input_quantizer
+        if expected is None:
+            assert quantizer is None
+        else:
+            assert (quantizer.bits, type(quantizer).__name__) == expected
+    relus = [l for l in model.layers if isinstance(l, keras.layers.ReLU)]
+    if abits == 1:  # sign(ReLU(x)) would be +1: only the classifier's input has a ReLU
+        assert [l.name for l in relus] == ["stage3_block3_out"]
+    else:
+        assert len(relus) == 1 + 9 * 2
+
+
+def test_sbn_switch_and_methods_choose_batch_norm():
+    def kinds(**kwargs):
+        model = _tiny("vgg_small", **kwargs)
+        return [type(l).__name__ for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+
+    assert kinds(method="slb") == ["BatchNormalization"] + ["StateBatchNormalization"] * 5
+    assert set(kinds(method="slb", sbn=False)) == {"BatchNormalization"}
+    assert set(kinds(method="ste")) == set(kinds(method="fp")) == {"BatchNormalization"}
+    model = _tiny("vgg_small", sync_bn=True)
+    assert all(l.synchronized for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+
+
+def test_slb_model_saves_and_loads(tmp_path):
+    for method in ("slb", "ste"):
+        model = _tiny("resnet20", method=method, wbits=2, abits=2)
+        x = _images(model, batch=3)
+        model(x, training=True)
+        path = tmp_path / f"{method}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)  # safe mode, no custom_objects
+        np.testing.assert_array_equal(model(x, training=False), loaded(x, training=False))
+        assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+
+
+def test_mixed_precision_output_is_float32():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        for method in models.METHODS:
+            model = _tiny("vgg_small", method=method)
+            y = model(_images(model), training=True)
+            assert y.dtype == "float32"
+            assert np.all(np.isfinite(y))
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+# --- the STE baseline ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_dorefa_weight_lands_exactly_on_the_slb_value_set(bits):
+    w = tf.constant(np.random.default_rng(bits).normal(size=(2000,)), tf.float32)
+    q = ste.dorefa_weight(w, bits).numpy()
+    values = slb_keras.value_set(bits)
+    assert np.all(np.isin(q, values))  # bit-identical members of V
+    assert q.min() == values[0] and q.max() == values[-1]  # max |tanh w| maps to +-1
+    # DoReFa: x = tanh(w) / (2 max|tanh w|) + 1/2, q = (2 round(n x) - n) / n
+    n = 2**bits - 1
+    t = np.tanh(w.numpy().astype(np.float64))
+    x = t / (2 * np.abs(t).max()) + 0.5
+    away_from_ties = np.abs(n * x - np.floor(n * x) - 0.5) > 1e-3
+    expected = (2 * np.round(n * x) - n) / n
+    np.testing.assert_allclose(q[away_from_ties], expected[away_from_ties], atol=1e-6)
+    assert away_from_ties.mean() > 0.9
+
+
+def test_dorefa_weight_gradient_is_straight_through():
+    w = tf.Variable(np.linspace(-2, 2, 9).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(ste.dorefa_weight(w, 1) * tf.range(9, dtype=tf.float32))
+    np.testing.assert_allclose(tape.gradient(loss, w), np.arange(9))  # sign: identity
+    with tf.GradientTape(persistent=True) as tape:
+        upstream = tf.range(9, dtype=tf.float32)
+        quantized = tf.reduce_sum(ste.dorefa_weight(w, 3) * upstream)
+        t = tf.tanh(w)
+        unrounded = tf.reduce_sum((t / tf.reduce_max(tf.abs(t))) * upstream)  # 2x - 1
+    np.testing.assert_allclose(tape.gradient(quantized, w), tape.gradient(unrounded, w), rtol=1e-6)
+
+
+def test_ste_layers_quantize_kernel_and_inputs():
+    layer = ste.STEConv2D(3, 3, wbits=1, input_quantizer="ste_sign", use_bias=True)
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype("float32")
+    y = layer(x)
+    reference = tf.nn.conv2d(np.sign(x) + (x == 0), np.sign(layer.kernel.numpy()) + (layer.kernel.numpy() == 0), 1, "VALID")
+    np.testing.assert_allclose(y, reference + layer.bias.numpy(), rtol=1e-5, atol=1e-5)
+    dense = ste.STEDense(4, wbits=2, activation="relu")
+    out = dense(x[:, 0, 0, :])
+    expected = np.maximum(x[:, 0, 0, :] @ dense.quantized_kernel().numpy() + dense.bias.numpy(), 0)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert dense.get_config()["wbits"] == 2
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(dense(x[:, 0, 0, :]))
+    assert all(g is not None for g in tape.gradient(loss, dense.trainable_variables))
+
+
+def test_ste_layers_bad_arguments():
+    with pytest.raises(ValueError, match="wbits=9"):
+        ste.STEDense(3, wbits=9)
+    with pytest.raises(ValueError, match="data_format"):
+        ste.STEConv2D(3, 3, data_format="channels_first")
+    with pytest.raises(ValueError, match="input_quantizer"):
+        ste.STEDense(3, input_quantizer="nope")
+
+
+# --- argument validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="float"), "method='float'"),
+        (dict(wbits=0), "wbits=0"),
+        (dict(wbits=9), "wbits=9"),
+        (dict(abits=9), "abits=9"),
+        (dict(abits=16), "abits=16"),
+        (dict(abits=2.5), "abits=2.5"),
+        (dict(activation_quantizer="lsq"), "activation_quantizer='lsq'"),
+        (dict(sbn="yes"), "sbn='yes'"),
+        (dict(num_classes=1), "num_classes=1"),
+        (dict(input_shape=(4, 4, 3)), "input_shape"),
+        (dict(input_shape=(32, 32)), "input_shape"),
+        (dict(width_multiplier=0), "width_multiplier=0"),
+    ],
+)
+def test_builders_validate_arguments(kwargs, match):
+    for name in models.MODELS:
+        with pytest.raises(ValueError, match=match.replace("(", r"\(")):
+            models.get_model(name, **kwargs)
+
+
+def test_builders_are_keyword_only_and_registry_refuses_unknown_names():
+    with pytest.raises(TypeError):
+        models.vgg_small("slb")
+    with pytest.raises(ValueError, match="model='vgg'.*resnet18, resnet20, vgg_small"):
+        models.get_model("vgg")
+    with pytest.raises(TypeError):
+        models.get_model("resnet20", depth=56)
+
+
+def test_method_settings():
+    assert method_lib.Method("fp", wbits=1, abits=1).quantizer_alias is None
+    assert method_lib.Method("ste", abits=32).quantizer_alias is None
+    assert method_lib.Method("slb", abits=3, activation_quantizer="pact").quantizer_alias == "pact3"
+
+
+@pytest.mark.parametrize("module", [models, method_lib, ste, vgg_small_module, resnet_cifar, resnet_imagenet])
+def test_docstring_examples(module):
+    # setup.cfg collects doctests under slb_keras/ and tests/ only; run models/'s here.
+    result = doctest.testmod(
+        module, extraglobs={"np": np, "keras": keras, "tf": tf, "slb_keras": slb_keras}, optionflags=doctest.ELLIPSIS
+    )
+    assert result.failed == 0 and result.attempted > 0
