@@ -29,6 +29,26 @@ from slb_keras.value_sets import integer_values
 from slb_keras.value_sets import value_set
 from slb_keras.value_sets import values_to_codes
 
+# Imported on first use, so that `python -m slb_keras.export` does not find the
+# module already imported by the package (runpy warns about that).
+_LAZY = {
+    "ExportReport": "slb_keras.packed",
+    "LayerExport": "slb_keras.packed",
+    "export_tflite": "slb_keras.export",
+    "to_inference_model": "slb_keras.export",
+    "export_packed": "slb_keras.packed",
+    "load_packed": "slb_keras.packed",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'slb_keras' has no attribute {name!r}")
+
+
 try:
     __version__ = _metadata.version("slb_keras")
 except _metadata.PackageNotFoundError:  # running from a source tree
@@ -49,4 +69,5 @@ __all__ = [
     "slb_layers",
     "value_set",
     "values_to_codes",
+    *_LAZY,
 ]

@@ -1,0 +1,401 @@
+"""The packed format (SLB kernels as b-bit codes: the true 32/b compression) and sizes.
+
+This module also holds what every export shares: the size report
+(`ExportReport`, `LayerExport`) and the atomic file writing.
+
+`export_packed(model, path)` writes the inference model of `to_inference_model`
+with every SLB kernel stored as its integer codes q = argmax_k A_k, b bits each;
+`load_packed(path)` rebuilds that inference model exactly (same layers, weights
+equal bit for bit, so equal predictions). Loading needs numpy and Keras only.
+
+File format (version 1). A ZIP archive, members stored uncompressed with a
+fixed timestamp (the same model gives the same bytes):
+
+- `manifest.json`, UTF-8 JSON:
+
+      {"format": "slb_keras.packed", "version": 1,
+       "model": <the inference model's Keras config, as `model.to_json()`>,
+       "weights": [<one entry per variable, in `model.weights` order>]}
+
+  Every entry has "path" (the variable's `path`, e.g. "dense/kernel"),
+  "shape" (list of ints), "dtype" (e.g. "float32"), "member" (the archive
+  member holding its data) and "encoding":
+
+  - "raw": the member is a `.npy` file (numpy format, read with
+    allow_pickle=False) holding the array itself;
+  - "codes": an SLB kernel. Extra keys: "bits" (b, 1..8), "values" (the
+    value set v_0 < ... < v_{m-1}, m = 2**b, float32 numbers written as
+    decimals that parse back to the same float32), "layer" (the SLB layer
+    it came from). The member holds the codes q in 0..m-1 of the kernel in
+    C (row-major) order, each written as b bits, most significant bit first,
+    concatenated and zero-padded to a whole byte: ceil(n * b / 8) bytes for
+    n weights. The kernel is values[q], reshaped to "shape".
+
+- `weights/<i>.npy` and `weights/<i>.bin`: the data of entry i.
+
+Example:
+
+>>> codes = np.array([0, 3, 1, 2, 3])
+>>> data = pack_codes(codes, bits=2)
+>>> len(data), unpack_codes(data, bits=2, count=5).tolist()
+(2, [0, 3, 1, 2, 3])
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+
+import keras
+import numpy as np
+
+from slb_keras import value_sets
+
+FORMAT = "slb_keras.packed"
+VERSION = 1
+_MANIFEST = "manifest.json"
+_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+# -- bit packing -------------------------------------------------------------------
+
+
+def pack_codes(codes, bits):
+    """Packs integer codes 0..2**bits-1 into bytes, `bits` bits each, MSB first.
+
+    Args:
+        codes: integer array (any shape; packed in C order).
+        bits: bits per code, 1 to 8.
+
+    Returns:
+        `bytes` of length ceil(codes.size * bits / 8), zero-padded.
+
+    Raises:
+        ValueError: for bits outside 1..8 or a code that does not fit.
+
+    Example:
+
+    >>> pack_codes([1, 0, 1, 1], bits=1)
+    b'\\xb0'
+    """
+    bits = value_sets.validate_bits(bits, "bits")
+    codes = np.asarray(codes).ravel()
+    if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
+        raise ValueError(
+            f"Invalid codes: values must lie in [0, {2**bits - 1}] for bits={bits}, "
+            f"got range [{codes.min()}, {codes.max()}]."
+        )
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
+    bit_array = (codes.astype(np.uint8)[:, None] >> shifts) & np.uint8(1)
+    return np.packbits(bit_array.ravel()).tobytes()
+
+
+def unpack_codes(data, bits, count):
+    """Inverse of `pack_codes`: `count` codes of `bits` bits from `data`.
+
+    Returns:
+        An int32 array of shape (count,).
+
+    Raises:
+        ValueError: if `data` holds fewer than count * bits bits.
+
+    Example:
+
+    >>> unpack_codes(b"\\xb0", bits=1, count=4).tolist()
+    [1, 0, 1, 1]
+    """
+    bits = value_sets.validate_bits(bits, "bits")
+    data = np.frombuffer(bytes(data), np.uint8)
+    if data.size != math.ceil(count * bits / 8):
+        raise ValueError(
+            f"Invalid packed data: {data.size} bytes for {count} codes of {bits} bits; "
+            f"expected {math.ceil(count * bits / 8)}."
+        )
+    bit_array = np.unpackbits(data, count=count * bits).reshape(count, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int32)
+    return bit_array.astype(np.int32) @ weights
+
+
+# -- the packed file -----------------------------------------------------------------
+
+
+def export_packed(model, path):
+    """Writes the hard-quantized network with b-bit codes for every SLB kernel.
+
+    See the module docstring for the format; `load_packed` reads it back.
+
+    Args:
+        model: a built Sequential/Functional model with SLB layers (a model
+            without any is written with float weights only, with a warning).
+        path: the file to write (atomically; a failed export leaves no file).
+
+    Returns:
+        An `ExportReport` with format "packed".
+
+    Raises:
+        ValueError: bad model (see `to_inference_model`) or path.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), slb_keras.SLBDense(4, wbits=1)])
+    >>> report = slb_keras.export_packed(model, "model.slb")  # doctest: +SKIP
+    >>> rebuilt = slb_keras.load_packed("model.slb")  # doctest: +SKIP
+    """
+    from slb_keras import export  # export imports this module
+
+    path = _check_output_path(path, "path")
+    inference, kernels = export._inference_model(model)
+    by_variable = {id(entry.layer.kernel): entry for entry in kernels}
+    entries, members = [], []
+    for i, variable in enumerate(inference.weights):
+        array = keras.ops.convert_to_numpy(variable)
+        entry = {"path": variable.path, "shape": list(array.shape), "dtype": array.dtype.name}
+        kernel = by_variable.get(id(variable))
+        if kernel is None:
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            entry.update(member=f"weights/{i}.npy", encoding="raw")
+            members.append((entry["member"], buffer.getvalue()))
+        else:
+            values = value_sets.value_set(kernel.wbits)
+            if not np.array_equal(values[kernel.codes], array):
+                raise RuntimeError(f"Kernel of {kernel.source!r} is not its hard codes.")
+            entry.update(
+                member=f"weights/{i}.bin",
+                encoding="codes",
+                bits=kernel.wbits,
+                values=[float(v) for v in values],
+                layer=kernel.source,
+            )
+            members.append((entry["member"], pack_codes(kernel.codes, kernel.wbits)))
+        entries.append(entry)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": json.loads(inference.to_json()),
+        "weights": entries,
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in [(_MANIFEST, json.dumps(manifest).encode("utf-8"))] + members:
+            archive.writestr(zipfile.ZipInfo(name, date_time=_DATE_TIME), data)
+    _write_atomic(path, buffer.getvalue())
+    return _size_report(
+        path, "packed", inference, kernels, stored=lambda n, bits: math.ceil(n * bits / 8)
+    )
+
+
+def load_packed(path):
+    """Rebuilds the inference model written by `export_packed`.
+
+    Args:
+        path: a packed file.
+
+    Returns:
+        The Functional Keras model of stock layers, with weights equal bit for
+        bit to `to_inference_model(model)`'s.
+
+    Raises:
+        ValueError: if `path` is not a packed file of a supported version, or
+            is inconsistent (a missing member, a wrong size or shape).
+
+    Example:
+
+    >>> model = slb_keras.load_packed("model.slb")  # doctest: +SKIP
+    """
+    try:
+        archive = zipfile.ZipFile(os.fspath(path))
+    except (OSError, zipfile.BadZipFile, TypeError) as error:
+        raise ValueError(f"Invalid path={path!r}: not a packed model file ({error}).") from error
+    with archive:
+        try:
+            manifest = json.loads(archive.read(_MANIFEST))
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"Invalid path={path!r}: no readable {_MANIFEST}.") from error
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise ValueError(
+                f"Invalid path={path!r}: format {manifest.get('format')!r} version "
+                f"{manifest.get('version')!r}; expected {FORMAT!r} version {VERSION}."
+            )
+        model = keras.models.model_from_json(json.dumps(manifest["model"]))
+        entries = manifest["weights"]
+        if [e["path"] for e in entries] != [v.path for v in model.weights]:
+            raise ValueError(f"Invalid path={path!r}: the weights do not match the model.")
+        for variable, entry in zip(model.weights, entries):
+            variable.assign(_read_weight(archive, entry, path))
+    return model
+
+
+def _read_weight(archive, entry, path):
+    data = archive.read(entry["member"])
+    shape = tuple(entry["shape"])
+    if entry["encoding"] == "raw":
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    elif entry["encoding"] == "codes":
+        values = np.asarray(entry["values"], np.float32)
+        if values.size != 2 ** entry["bits"]:
+            raise ValueError(f"Invalid path={path!r}: bad value set for {entry['path']!r}.")
+        codes = unpack_codes(data, entry["bits"], math.prod(shape))
+        array = values[codes].reshape(shape)
+    else:
+        raise ValueError(f"Invalid path={path!r}: unknown encoding {entry['encoding']!r}.")
+    if array.shape != shape or array.dtype.name != entry["dtype"]:
+        raise ValueError(f"Invalid path={path!r}: bad shape or dtype for {entry['path']!r}.")
+    return array
+
+
+# -- the size report and file writing -------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerExport:
+    """Size and content of one kernel in an export.
+
+    Attributes:
+        name: layer name (the SLB layer's name for SLB kernels).
+        kind: class of the source layer, e.g. "SLBConv2D" or "Dense".
+        bits: weight bits in the export: the SLB `wbits`, 8 for a full-precision
+            kernel quantized to int8, 32 for a float one.
+        num_weights: number of kernel entries.
+        values: the distinct values of W_h in use (empty for float kernels).
+        float32_bytes: 4 * num_weights.
+        stored_bytes: bytes the kernel takes in the exported file.
+        packed_bytes: ceil(num_weights * bits / 8), the ideal packed size.
+    """
+
+    name: str
+    kind: str
+    bits: int
+    num_weights: int
+    values: tuple
+    float32_bytes: int
+    stored_bytes: int
+    packed_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote: per-layer kernels and the totals.
+
+    Attributes:
+        path: the file written.
+        format: "tflite" or "packed".
+        layers: a `LayerExport` per Dense/Conv kernel (SLB or not).
+        file_bytes: size of the written file, `os.path.getsize(path)`.
+        float32_bytes: all parameters of the inference model at 4 bytes each.
+        packed_bytes: the ideal packed size: b bits per SLB weight, 4 bytes per
+            other parameter.
+    """
+
+    path: str
+    format: str
+    layers: tuple
+    file_bytes: int
+    float32_bytes: int
+    packed_bytes: int
+
+    @property
+    def compression(self):
+        """float32_bytes / file_bytes."""
+        return self.float32_bytes / self.file_bytes if self.file_bytes else float("inf")
+
+    def __str__(self):
+        rows = [f"{'layer':<28} {'kind':<20} {'bits':>4} {'weights':>10} "
+                f"{'float32 B':>11} {'stored B':>10} {'packed B':>10}  values"]
+        for layer in self.layers:
+            values = _format_values(layer.values, layer.bits) if layer.values else "float"
+            rows.append(
+                f"{layer.name:<28} {layer.kind:<20} {layer.bits:>4} {layer.num_weights:>10} "
+                f"{layer.float32_bytes:>11} {layer.stored_bytes:>10} "
+                f"{layer.packed_bytes:>10}  {values}"
+            )
+        rows.append(
+            f"total: float32 {self.float32_bytes} B, {self.format} file {self.file_bytes} B "
+            f"({100.0 * self.file_bytes / max(self.float32_bytes, 1):.1f}% of float32), "
+            f"ideal packed {self.packed_bytes} B "
+            f"({100.0 * self.packed_bytes / max(self.float32_bytes, 1):.1f}%): {self.path}"
+        )
+        return "\n".join(rows)
+
+
+def _format_values(values, bits):
+    m1 = 2**bits - 1
+    integers = ", ".join(str(int(round(v * m1))) for v in values)
+    return f"{{{integers}}}" + (f"/{m1}" if m1 > 1 else "")
+
+
+def _size_report(path, fmt, inference, kernels, stored, float_bits=32):
+    """The ExportReport of a file written from `inference` and its SLB kernels."""
+    by_layer = {id(entry.layer): entry for entry in kernels}
+    rows = []
+    slb_params = 0
+    for layer in inference._flatten_layers(include_self=False, recursive=True):
+        if not isinstance(getattr(layer, "kernel", None), keras.Variable):
+            continue
+        n = int(np.prod(layer.kernel.shape))
+        entry = by_layer.get(id(layer))
+        if entry is not None:
+            slb_params += n
+            values = tuple(float(v) for v in value_sets.value_set(entry.wbits)[np.unique(entry.codes)])
+            bits, name, kind = entry.wbits, entry.source, entry.kind
+        else:
+            values, name, kind = (), layer.name, type(layer).__name__
+            bits = float_bits if (float_bits == 8 and n >= 1024) else 32
+        rows.append(
+            LayerExport(
+                name=name,
+                kind=kind,
+                bits=bits,
+                num_weights=n,
+                values=values,
+                float32_bytes=4 * n,
+                stored_bytes=stored(n, bits),
+                packed_bytes=math.ceil(n * bits / 8),
+            )
+        )
+    total = int(inference.count_params())
+    packed = sum(math.ceil(e.codes.size * e.wbits / 8) for e in kernels) + 4 * (total - slb_params)
+    return ExportReport(
+        path=str(path),
+        format=fmt,
+        layers=tuple(rows),
+        file_bytes=os.path.getsize(path),
+        float32_bytes=4 * total,
+        packed_bytes=packed,
+    )
+
+
+def _check_output_path(path, name):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"Invalid {name}={path!r}: expected a file path.")
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ValueError(f"Invalid {name}={path!r}: it is a directory; expected a file path.")
+    if not os.path.isdir(parent):
+        raise ValueError(
+            f"Invalid {name}={path!r}: the directory {parent!r} does not exist."
+        )
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"Invalid {name}={path!r}: the directory {parent!r} is not writable.")
+    return path
+
+
+def _write_atomic(path, data):
+    """Writes `data` to a temporary file beside `path`, then renames it."""
+    directory, base = os.path.split(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

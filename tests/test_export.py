@@ -1,0 +1,574 @@
+"""Export: the plain Keras inference model, exact int8 TFLite, the packed file, the CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from tensorflow.lite.tools import flatbuffer_utils
+
+import slb_keras
+from slb_keras import export
+from slb_keras import packed
+from slb_keras.datasets import load_digits
+
+WBITS = (1, 2, 4)
+ABITS = (1, 2, 4, 32)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _quantizer(abits):
+    return {1: "ste_sign", 32: "identity"}.get(abits, f"dorefa{abits}")
+
+
+def _activation(x, abits):
+    # Binary networks feed BN output to sign; k-bit DoReFa clips at 0 anyway.
+    return x if abits == 1 else keras.layers.ReLU()(x)
+
+
+def _randomize_batch_norms(model, seed=0):
+    """Random statistics; StateBN gets distinct hard statistics and is calibrated."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 2.0, c))
+            layer.beta.assign(rng.normal(0.0, 0.5, c))
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
+            if isinstance(layer, slb_keras.StateBatchNormalization):
+                layer.hard_moving_mean.assign(rng.normal(0.0, 0.5, c))
+                layer.hard_moving_variance.assign(rng.uniform(0.5, 2.0, c))
+                layer.calibrated.assign(1.0)
+    return model
+
+
+def dense_model(wbits, abits, seed=0):
+    """Digits 8x8 -> fp Dense -> 2 SLBDense (+ StateBN) -> fp Dense(10)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(32, name="fc_in")(x)
+    x = _activation(keras.layers.BatchNormalization()(x), abits)
+    for i in range(2):
+        x = slb_keras.SLBDense(32, wbits=wbits, input_quantizer=_quantizer(abits), name=f"slb{i}")(x)
+        x = _activation(slb_keras.StateBatchNormalization()(x), abits)
+    outputs = keras.layers.Dense(10, name="fc_out")(x)
+    return _randomize_batch_norms(keras.Model(inputs, outputs, name="dense_model"), seed)
+
+
+def conv_model(wbits, abits, seed=0):
+    """Every SLB layer type, PACT, a standalone quantizer, a nested model, a residual add."""
+    keras.utils.set_random_seed(seed)
+    q = _quantizer(abits)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = _activation(keras.layers.BatchNormalization(name="stem_bn")(x), abits)
+    block = keras.Sequential(
+        [
+            keras.Input((8, 8, 8)),
+            slb_keras.SLBConv2D(8, 3, padding="same", use_bias=False, wbits=wbits, input_quantizer=q),
+            slb_keras.StateBatchNormalization(),
+        ],
+        name="block",
+    )
+    x = keras.layers.Add()([x, block(x)])
+    x = _activation(x, abits)
+    x = slb_keras.SLBDepthwiseConv2D(3, depth_multiplier=2, wbits=wbits, input_quantizer=q)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = slb_keras.PACTQuantizer(4, alpha_initializer=1.5)(x)
+    x = keras.layers.Reshape((36, 16))(x)
+    pact = slb_keras.PACTQuantizer(2, alpha_initializer=1.0)
+    x = slb_keras.SLBConv1D(8, 3, strides=2, wbits=wbits, input_quantizer=pact)(x)
+    x = keras.layers.Flatten()(x)
+    x = slb_keras.SLBDense(16, wbits=wbits, input_quantizer=q, activation="relu")(x)
+    outputs = keras.layers.Dense(10, name="fc_out")(x)
+    return _randomize_batch_norms(keras.Model(inputs, outputs, name="conv_model"), seed)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits test set (8x8x1) and random inputs of the same shape."""
+    (_, _), (x_test, _) = load_digits(image_size=8, channels=1)
+    noise = np.random.default_rng(1).normal(0.5, 1.0, size=(64, 8, 8, 1)).astype("float32")
+    return x_test, noise
+
+
+def run_tflite(path, x):
+    interpreter = Interpreter(model_path=os.fspath(path))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def assert_tflite_matches(model, path, inputs):
+    for x in inputs:
+        expected = model.predict(x, verbose=0)
+        actual = run_tflite(path, x)
+        error = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+        assert error <= 1e-4, error
+        np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
+
+
+def int8_tensors(path):
+    """name -> (int8 array, scales, zero points), read back with the LiteRT interpreter."""
+    interpreter = Interpreter(model_path=os.fspath(path))
+    interpreter.allocate_tensors()
+    found = {}
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] == np.int8:
+            params = detail["quantization_parameters"]
+            found[detail["name"]] = (
+                interpreter.get_tensor(detail["index"]),
+                params["scales"],
+                params["zero_points"],
+            )
+    return found
+
+
+def tflite_layout(layer, kernel):
+    """A Keras kernel in the layout of the TFLite op that uses it."""
+    if isinstance(layer, keras.layers.Dense):
+        return kernel.T  # FULLY_CONNECTED: [out, in]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        h, w, c, m = kernel.shape
+        return kernel.reshape(1, h, w, c * m)
+    if isinstance(layer, keras.layers.Conv1D):
+        return np.transpose(kernel, (2, 0, 1))[:, None]  # CONV_2D over [out, 1, k, in]
+    return np.transpose(kernel, (3, 0, 1, 2))  # CONV_2D: OHWI
+
+
+def assert_exact_int8_kernels(model, path):
+    tensors = int8_tensors(path)
+    layers = slb_keras.slb_layers(model)
+    assert layers
+    for layer in layers:
+        m1 = 2**layer.wbits - 1
+        values, scales, zero_points = tensors[f"{layer.name}/kernel_int8"]
+        hard = tflite_layout(layer, layer.hard_kernel().numpy())
+        assert values.dtype == np.int8
+        np.testing.assert_array_equal(scales, [np.float32(1.0 / m1)])
+        np.testing.assert_array_equal(zero_points, [0])
+        # The stored integers are (m-1) W_h, and dequantize to W_h bit for bit.
+        np.testing.assert_array_equal(values, np.rint(hard * m1).astype(np.int8))
+        np.testing.assert_array_equal(values.astype(np.float32) * scales[0].astype(np.float32), hard)
+
+
+def flatbuffer_ops(path):
+    model = flatbuffer_utils.read_model(os.fspath(path))
+    return model, [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in model.subgraphs[0].operators]
+
+
+# -- the inference model -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wbits,abits", [(1, 1), (2, 2), (4, 32)])
+def test_inference_model_is_plain_keras_and_computes_the_same(wbits, abits, digits, tmp_path):
+    model = conv_model(wbits, abits)
+    inference = slb_keras.to_inference_model(model)
+    x, noise = digits
+    for data in (x, noise):
+        # Same layers on the same kernel values: bit for bit equal outputs.
+        np.testing.assert_array_equal(inference(data).numpy(), model(data, training=False).numpy())
+    layers = inference._flatten_layers(include_self=False, recursive=True)
+    assert all(type(layer).__module__.startswith("keras.") for layer in layers)
+    assert not [layer for layer in layers if "SLB" in type(layer).__name__]
+    for source in slb_keras.slb_layers(model):
+        target = next(layer for layer in layers if layer.name == source.name)
+        np.testing.assert_array_equal(target.kernel.numpy(), source.hard_kernel().numpy())
+    inference.save(tmp_path / "inference.keras")
+    with zipfile.ZipFile(tmp_path / "inference.keras") as archive:
+        assert "slb_keras" not in archive.read("config.json").decode()
+    reloaded = keras.models.load_model(tmp_path / "inference.keras", safe_mode=True)
+    np.testing.assert_array_equal(reloaded(x).numpy(), inference(x).numpy())
+
+
+def test_inference_model_loads_and_runs_without_slb_keras(tmp_path):
+    model = conv_model(2, 2)
+    inference = slb_keras.to_inference_model(model)
+    inference.save(tmp_path / "inference.keras")
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", inference(x).numpy())
+    script = (
+        "import sys, numpy as np, keras\n"
+        "m = keras.models.load_model(sys.argv[1] + '/inference.keras', safe_mode=True)\n"
+        "y = m(np.load(sys.argv[1] + '/x.npy')).numpy()\n"
+        "assert not [n for n in sys.modules if n.startswith('slb_keras')]\n"
+        "np.testing.assert_array_equal(y, np.load(sys.argv[1] + '/y.npy'))\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_quantizers_become_the_same_ops():
+    x = np.linspace(-2.0, 3.0, 1001, dtype=np.float32).reshape(1, -1)
+    x[0, 400] = 0.0  # sign(0) = +1
+    quantizers = [
+        slb_keras.ActivationQuantizer(1),
+        slb_keras.ActivationQuantizer(3),
+        slb_keras.ActivationQuantizer(32),
+        slb_keras.PACTQuantizer(2, alpha_initializer=1.7),
+        slb_keras.PACTQuantizer(32, alpha_initializer=0.9),
+    ]
+    for quantizer in quantizers:
+        model = keras.Sequential([keras.Input((1001,)), quantizer])
+        with pytest.warns(UserWarning, match="no SLB layers"):
+            inference = slb_keras.to_inference_model(model)
+        assert not [layer for layer in inference.layers if isinstance(layer, type(quantizer))]
+        np.testing.assert_array_equal(inference(x).numpy(), model(x).numpy())
+
+
+def test_state_batch_norm_becomes_keras_batch_norm_with_inference_statistics():
+    model = dense_model(1, 1)
+    state_bns = [l for l in model.layers if isinstance(l, slb_keras.StateBatchNormalization)]
+    for calibrated in (1.0, 0.0):
+        for layer in state_bns:
+            layer.calibrated.assign(calibrated)
+        inference = slb_keras.to_inference_model(model)
+        bns = [l for l in inference.layers if isinstance(l, keras.layers.BatchNormalization)]
+        assert all(type(l) is keras.layers.BatchNormalization for l in bns)
+        for layer in state_bns:
+            target = next(l for l in bns if l.name == layer.name)
+            mean = layer.hard_moving_mean if calibrated else layer.moving_mean
+            variance = layer.hard_moving_variance if calibrated else layer.moving_variance
+            np.testing.assert_array_equal(target.moving_mean.numpy(), mean.numpy())
+            np.testing.assert_array_equal(target.moving_variance.numpy(), variance.numpy())
+        x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+        np.testing.assert_array_equal(inference(x).numpy(), model(x, training=False).numpy())
+
+
+def test_fold_batch_norm_removes_batch_norms_and_keeps_outputs(digits):
+    model = conv_model(2, 2)
+    folded = slb_keras.to_inference_model(model, fold_batch_norm=True)
+    kept = [l.name for l in folded._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    # stem_bn follows the stem conv; the depthwise conv's BN and the nested block's
+    # StateBN follow SLB layers; all three are folded.
+    assert kept == []
+    stem = folded.get_layer("stem")
+    assert stem.use_bias and not np.array_equal(stem.kernel.numpy(), model.get_layer("stem").kernel.numpy())
+    x, _ = digits
+    expected = model(x, training=False).numpy()
+    error = np.max(np.abs(folded(x).numpy() - expected)) / np.max(np.abs(expected))
+    assert error <= 1e-5
+
+
+# -- TFLite --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dense_exports(tmp_path_factory):
+    """Exports each (wbits, abits) dense model once: export(wbits, abits) -> (model, report)."""
+    directory = tmp_path_factory.mktemp("dense")
+    cache = {}
+
+    def get(wbits, abits):
+        if (wbits, abits) not in cache:
+            model = dense_model(wbits, abits, seed=wbits * 100 + abits)
+            report = slb_keras.export_tflite(model, directory / f"w{wbits}a{abits}.tflite")
+            cache[wbits, abits] = model, report
+        return cache[wbits, abits]
+
+    return get
+
+
+@pytest.mark.parametrize("wbits", WBITS)
+@pytest.mark.parametrize("abits", ABITS)
+def test_tflite_dense_model_is_exact(wbits, abits, dense_exports, digits):
+    model, report = dense_exports(wbits, abits)
+    assert_tflite_matches(model, report.path, digits)
+    assert_exact_int8_kernels(model, report.path)
+
+
+@pytest.mark.parametrize("wbits,abits", [(1, 1), (2, 4), (4, 2), (2, 32)])
+def test_tflite_conv_model_is_exact(wbits, abits, digits, tmp_path):
+    model = conv_model(wbits, abits)
+    report = slb_keras.export_tflite(model, tmp_path / "model.tflite")
+    assert_tflite_matches(model, report.path, digits)
+    assert_exact_int8_kernels(model, report.path)
+    graph_model, names = flatbuffer_ops(report.path)
+    # Each SLB kernel is read by DEQUANTIZE straight into its convolution/matmul:
+    # the layout ops the converter added were applied to the int8 codes.
+    assert names.count("DEQUANTIZE") == len(slb_keras.slb_layers(model))
+    assert "TRANSPOSE" not in names and "BATCH_MATMUL" not in names
+
+
+def test_tflite_has_only_builtin_ops_and_a_signature(dense_exports):
+    model, report = dense_exports(2, 2)
+    graph_model, names = flatbuffer_ops(report.path)
+    for code in graph_model.operatorCodes:
+        assert code.customCode is None
+        assert max(code.builtinCode, code.deprecatedBuiltinCode) != 32  # CUSTOM
+    assert not [name for name in names if "FLEX" in name.upper()]
+    interpreter = Interpreter(model_path=report.path)
+    runner = interpreter.get_signature_runner("serving_default")
+    x = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+    output = runner(image=x)["output_0"]
+    np.testing.assert_allclose(output, model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    assert len(interpreter.get_input_details()) == 1  # the kernels are no longer inputs
+
+
+def test_kernel_without_extreme_values_keeps_scale_one_over_m_minus_1(tmp_path):
+    # Weight-only quantization would take the scale from max|W| = 1/3 here.
+    model = keras.Sequential([keras.Input((8,)), slb_keras.SLBDense(4, wbits=2, name="slb")])
+    layer = model.layers[0]
+    pattern = np.where(np.arange(32).reshape(8, 4) % 3 == 0, 1.0, -1.0) / 3.0
+    layer.assign_kernel(pattern)
+    assert np.unique(np.rint(layer.hard_kernel().numpy() * 3)).tolist() == [-1.0, 1.0]
+    report = slb_keras.export_tflite(model, tmp_path / "model.tflite")
+    assert_exact_int8_kernels(model, report.path)
+    values, _, _ = int8_tensors(report.path)["slb/kernel_int8"]
+    assert set(np.unique(values)) == {-1, 1}
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    np.testing.assert_allclose(run_tflite(report.path, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_full_precision_layers_stay_float_unless_asked(dense_exports, tmp_path, digits):
+    model, report = dense_exports(2, 32)
+    slb_names = {f"{layer.name}/kernel_int8" for layer in slb_keras.slb_layers(model)}
+    assert set(int8_tensors(report.path)) == slb_names
+    quantized = slb_keras.export_tflite(model, tmp_path / "q.tflite", quantize_full_precision=True)
+    extra = set(int8_tensors(quantized.path)) - slb_names
+    assert extra  # fc_in (64 x 32 >= 1024 weights) is now int8
+    assert_exact_int8_kernels(model, quantized.path)
+    assert quantized.file_bytes < report.file_bytes
+    row = next(r for r in quantized.layers if r.name == "fc_in")
+    assert row.bits == 8 and row.stored_bytes == 64 * 32
+    x, _ = digits
+    expected = model.predict(x, verbose=0)
+    error = np.max(np.abs(run_tflite(quantized.path, x) - expected)) / np.max(np.abs(expected))
+    assert error < 0.1  # dynamic range: close, not exact
+
+
+def test_report_matches_the_file(dense_exports):
+    model, report = dense_exports(4, 4)
+    assert report.format == "tflite"
+    assert report.file_bytes == os.path.getsize(report.path)
+    inference = slb_keras.to_inference_model(model)
+    assert report.float32_bytes == 4 * inference.count_params()
+    tensors = int8_tensors(report.path)
+    rows = {row.name: row for row in report.layers}
+    assert set(rows) == {"fc_in", "slb0", "slb1", "fc_out"}
+    slb_weights = 0
+    for layer in slb_keras.slb_layers(model):
+        row = rows[layer.name]
+        codes = layer.kernel_codes().numpy()
+        slb_weights += codes.size
+        assert (row.bits, row.kind, row.num_weights) == (4, "SLBDense", codes.size)
+        assert row.stored_bytes == tensors[f"{layer.name}/kernel_int8"][0].nbytes
+        assert row.packed_bytes == math.ceil(codes.size * 4 / 8)
+        assert row.values == tuple(slb_keras.value_set(4)[np.unique(codes)].tolist())
+    assert rows["fc_out"].bits == 32 and rows["fc_out"].stored_bytes == 4 * 32 * 10
+    assert report.packed_bytes == slb_weights // 2 + report.float32_bytes - 4 * slb_weights
+    text = str(report)
+    assert all(name in text for name in rows) and str(report.file_bytes) in text
+    assert "/15" in text
+
+
+# -- packed -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_pack_codes_roundtrip(bits):
+    codes = np.random.default_rng(bits).integers(0, 2**bits, size=1001)
+    data = packed.pack_codes(codes, bits)
+    assert len(data) == math.ceil(1001 * bits / 8)
+    np.testing.assert_array_equal(packed.unpack_codes(data, bits, 1001), codes)
+
+
+def test_pack_codes_rejects_bad_codes():
+    with pytest.raises(ValueError, match="codes"):
+        packed.pack_codes([0, 4], bits=2)
+    with pytest.raises(ValueError, match="bits"):
+        packed.pack_codes([0, 1], bits=9)
+    with pytest.raises(ValueError, match="bytes"):
+        packed.unpack_codes(b"\x00", bits=2, count=5)
+
+
+@pytest.mark.parametrize("wbits", WBITS)
+def test_packed_file_rebuilds_the_inference_model_exactly(wbits, digits, tmp_path):
+    model = conv_model(wbits, 2)
+    report = slb_keras.export_packed(model, tmp_path / "model.slb")
+    assert report.format == "packed"
+    assert report.file_bytes == os.path.getsize(tmp_path / "model.slb")
+    rebuilt = slb_keras.load_packed(tmp_path / "model.slb")
+    inference = slb_keras.to_inference_model(model)
+    assert [w.path for w in rebuilt.weights] == [w.path for w in inference.weights]
+    for a, b in zip(rebuilt.weights, inference.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for x in digits:
+        np.testing.assert_array_equal(rebuilt.predict(x, verbose=0), inference.predict(x, verbose=0))
+    # The codes are stored with wbits bits each.
+    with zipfile.ZipFile(tmp_path / "model.slb") as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        coded = [e for e in manifest["weights"] if e["encoding"] == "codes"]
+        assert len(coded) == len(slb_keras.slb_layers(model))
+        for entry in coded:
+            layer = next(l for l in slb_keras.slb_layers(model) if l.name == entry["layer"])
+            data = archive.read(entry["member"])
+            codes = layer.kernel_codes().numpy()
+            assert len(data) == math.ceil(codes.size * wbits / 8)
+            np.testing.assert_array_equal(packed.unpack_codes(data, wbits, codes.size), codes.ravel())
+            assert entry["values"] == slb_keras.value_set(wbits).tolist()
+    # Stored size: the ideal packed size plus the archive's small overhead.
+    assert report.packed_bytes < report.file_bytes < report.packed_bytes + 40_000
+
+
+def test_load_packed_rejects_other_files(tmp_path):
+    (tmp_path / "junk.slb").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a packed model file"):
+        slb_keras.load_packed(tmp_path / "junk.slb")
+    with zipfile.ZipFile(tmp_path / "other.slb", "w") as archive:
+        archive.writestr("manifest.json", json.dumps({"format": "something", "version": 1}))
+    with pytest.raises(ValueError, match="expected 'slb_keras.packed'"):
+        slb_keras.load_packed(tmp_path / "other.slb")
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+class _Custom(keras.layers.Layer):
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def test_model_without_slb_layers_exports_with_a_notice(tmp_path, digits):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.warns(UserWarning, match="no SLB layers"):
+        report = slb_keras.export_tflite(model, tmp_path / "float.tflite")
+    assert os.path.getsize(report.path) == report.file_bytes
+    assert int8_tensors(report.path) == {}
+    assert_tflite_matches(model, report.path, digits)
+    with pytest.warns(UserWarning, match="no SLB layers"):
+        slb_keras.export_packed(model, tmp_path / "float.slb")
+
+
+@pytest.mark.parametrize("exporter", [slb_keras.export_tflite, slb_keras.export_packed])
+def test_bad_models_are_rejected_and_leave_no_file(exporter, tmp_path):
+    inputs = keras.Input((8,))
+    custom = keras.Model(inputs, _Custom(name="doubler")(slb_keras.SLBDense(4)(inputs)))
+    with pytest.raises(ValueError, match=r"'doubler' \(.*_Custom\)"):
+        exporter(custom, tmp_path / "model.out")
+    unbuilt = keras.Sequential([slb_keras.SLBDense(4)])
+    with pytest.raises(ValueError, match="not built"):
+        exporter(unbuilt, tmp_path / "model.out")
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="subclassed"):
+        exporter(Subclassed(), tmp_path / "model.out")
+    with pytest.raises(ValueError, match="Keras model"):
+        exporter("model.keras", tmp_path / "model.out")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("exporter", [slb_keras.export_tflite, slb_keras.export_packed])
+def test_unwritable_paths_are_rejected(exporter, tmp_path):
+    model = dense_model(1, 1)
+    with pytest.raises(ValueError, match="does not exist"):
+        exporter(model, tmp_path / "missing" / "model.out")
+    with pytest.raises(ValueError, match="directory"):
+        exporter(model, tmp_path)
+    with pytest.raises(ValueError, match="path"):
+        exporter(model, 42)
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_export_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    model = dense_model(1, 1)
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"old")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        slb_keras.export_tflite(model, target)
+    with pytest.raises(OSError, match="disk full"):
+        slb_keras.export_packed(model, target)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def test_command_line_exports(tmp_path, capsys, digits):
+    model = dense_model(2, 2)
+    model.save(tmp_path / "model.keras")
+    status = export.main(
+        [f"--model={tmp_path / 'model.keras'}", f"--out={tmp_path / 'model.tflite'}",
+         f"--packed={tmp_path / 'model.slb'}"]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "slb0" in out and str(os.path.getsize(tmp_path / "model.tflite")) in out
+    assert_tflite_matches(model, tmp_path / "model.tflite", digits)
+    rebuilt = slb_keras.load_packed(tmp_path / "model.slb")
+    x, _ = digits
+    np.testing.assert_array_equal(rebuilt(x).numpy(), slb_keras.to_inference_model(model)(x).numpy())
+
+
+def test_command_line_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    float_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    float_model.save(tmp_path / "float.keras")
+    (tmp_path / "broken.keras").write_bytes(b"not a model")
+    cases = [
+        [f"--model={tmp_path / 'missing.keras'}", f"--out={tmp_path / 'a.tflite'}"],
+        [f"--model={tmp_path / 'broken.keras'}", f"--out={tmp_path / 'a.tflite'}"],
+        [f"--model={tmp_path / 'float.keras'}", f"--out={tmp_path / 'no' / 'a.tflite'}"],
+        [f"--model={tmp_path / 'float.keras'}"],
+        ["--model", str(tmp_path / "float.keras"), "--out", str(tmp_path / "a.tflite"), "--bogus"],
+    ]
+    for argv in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            export.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["broken.keras", "float.keras"]
+    # A model with no SLB layers: a notice, and the export.
+    assert export.main([f"--model={tmp_path / 'float.keras'}", f"--out={tmp_path / 'f.tflite'}"]) == 0
+    assert "no SLB layers" in capsys.readouterr().err
+    assert os.path.isfile(tmp_path / "f.tflite")
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "error::RuntimeWarning"}
+    result = subprocess.run(
+        [sys.executable, "-m", "slb_keras.export", f"--model={tmp_path / 'none.keras'}",
+         f"--out={tmp_path / 'x.tflite'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("python -m slb_keras.export: error:")
+    assert "none.keras" in result.stderr
