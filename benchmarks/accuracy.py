@@ -8,8 +8,8 @@ slb) as mean +- std over the seeds, and writes JSON.
 Example:
 
     python benchmarks/accuracy.py --dataset=digits --model=vgg_small \
-        --width_multiplier=0.25 --epochs=8 --seeds=0,1,2 --wa=1/1,2/2,4/4 \
-        --out=runs/accuracy_digits.json
+        --width_multiplier=0.25 --epochs=6 --seeds=0,1,2 --wa=1/1,2/2,4/4 \
+        --temperature_end=200 --out=runs/accuracy_digits.json
 """
 
 import argparse
@@ -38,12 +38,17 @@ def _parse(argv):
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--model", default="vgg_small")
     parser.add_argument("--width_multiplier", type=float, default=0.25)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps_per_epoch", type=int, default=None)
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--wa", default="1/1,2/2,4/4", type=_pairs, help="W/A pairs")
     parser.add_argument("--methods", default="fp,ste,slb", type=lambda s: s.split(","))
+    parser.add_argument("--temperature_start", type=float, default=None,
+                        help="slb: tau at the start (default: the model's recipe)")
+    parser.add_argument("--temperature_end", type=float, default=None,
+                        help="slb: final tau (default: the model's recipe, 10; short budgets "
+                             "need a larger one so the soft kernel is discrete at the end)")
     parser.add_argument("--out", default=None, help="JSON output path")
     args = parser.parse_args(argv)
     if args.epochs <= 0 or args.batch_size <= 0:
@@ -68,6 +73,8 @@ def _run_one(args, method, wbits, abits, seed, workdir):
         seed=seed,
         model_dir=os.path.join(workdir, f"{method}_w{wbits}a{abits}_s{seed}"),
         verbose=0,
+        temperature_start=args.temperature_start,
+        temperature_end=args.temperature_end,
     )
     start = time.perf_counter()
     summary = training.run(config)
