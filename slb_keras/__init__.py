@@ -14,6 +14,10 @@ Example:
 
 from importlib import metadata as _metadata
 
+from slb_keras.callbacks import BNCalibration
+from slb_keras.callbacks import SLBMetrics
+from slb_keras.callbacks import TemperatureScheduler
+from slb_keras.callbacks import calibrate_bn
 from slb_keras.layers import SLBConv1D
 from slb_keras.layers import SLBConv2D
 from slb_keras.layers import SLBDense
@@ -24,10 +28,6 @@ from slb_keras.layers import slb_layers
 from slb_keras.normalization import StateBatchNormalization
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
-from slb_keras.quantize import quantize_model
-from slb_keras.summary import LayerSummary
-from slb_keras.summary import ModelSummary
-from slb_keras.summary import summary
 from slb_keras.value_sets import codes_to_values
 from slb_keras.value_sets import integer_values
 from slb_keras.value_sets import value_set
@@ -60,21 +60,21 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "ActivationQuantizer",
-    "LayerSummary",
-    "ModelSummary",
+    "BNCalibration",
     "PACTQuantizer",
     "SLBConv1D",
     "SLBConv2D",
     "SLBDense",
     "SLBDepthwiseConv2D",
     "SLBLayerMixin",
+    "SLBMetrics",
     "StateBatchNormalization",
+    "TemperatureScheduler",
+    "calibrate_bn",
     "codes_to_values",
     "integer_values",
-    "quantize_model",
     "set_temperature",
     "slb_layers",
-    "summary",
     "value_set",
     "values_to_codes",
     *_LAZY,

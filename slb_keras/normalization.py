@@ -15,6 +15,7 @@ updated by ordinary training steps exactly as Keras does. With
 calibrated, with the soft ones before.
 """
 
+import contextlib
 import threading
 
 import keras
@@ -32,6 +33,17 @@ def _records():
     if not hasattr(_LOCAL, "records"):
         _LOCAL.records = {}
     return _LOCAL.records
+
+
+@contextlib.contextmanager
+def _calibrating(layers):
+    """Puts `layers` in calibration mode while tracing/running a calibration."""
+    ids = {id(layer) for layer in layers}
+    _CALIBRATING.update(ids)
+    try:
+        yield
+    finally:
+        _CALIBRATING.difference_update(ids)
 
 
 def _clone_initializer(initializer):

@@ -1,0 +1,603 @@
+import math
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import slb_keras
+from slb_keras import callbacks as cb
+from slb_keras import ops as slb_ops
+
+@pytest.fixture
+def mirrored_strategy():
+    """MirroredStrategy over the two logical CPUs, with its own collective keys.
+
+    On CPUs MirroredStrategy all-reduces with collective ops whose keys start
+    from the same base for every strategy object: a second strategy in the same
+    process then reuses the first one's keys and TF aborts with "Shape mismatch
+    in the collective instance". TF's own tests bump the base for each
+    strategy; so does this fixture (overriding tests/conftest.py's).
+    """
+    tf.distribute.MirroredStrategy._collective_key_base += 100000
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, devices
+    yield tf.distribute.MirroredStrategy(devices)
+    tf.distribute.MirroredStrategy._collective_key_base += 100000
+
+
+# -- temperature schedule --------------------------------------------------------
+
+T = 100
+
+
+def _expected(schedule, start, end, p):
+    """The schedule formulas of SLB_SPEC section 2, written independently."""
+    if schedule == "exp":
+        return math.exp(math.log(start) + p * (math.log(end) - math.log(start)))
+    if schedule == "cos":
+        return start + (end - start) * (1 - math.cos(math.pi * p)) / 2
+    return start + (end - start) * p
+
+
+@pytest.mark.parametrize("schedule", ["exp", "cos", "linear"])
+def test_schedule_values_at_start_middle_end(schedule):
+    s = cb.TemperatureScheduler(start=0.01, end=10.0, schedule=schedule, total_steps=T)
+    assert s(0) == pytest.approx(0.01, rel=1e-12)
+    assert s(T // 2) == pytest.approx(_expected(schedule, 0.01, 10.0, 0.5), rel=1e-12)
+    assert s(T) == 10.0
+    assert s(10 * T) == 10.0
+    middle = {"exp": math.sqrt(0.01 * 10.0), "cos": 5.005, "linear": 5.005}[schedule]
+    assert s(T // 2) == pytest.approx(middle, rel=1e-12)
+    values = [s(step) for step in range(T + 1)]
+    assert all(b > a for a, b in zip(values, values[1:]))  # strictly increasing
+
+
+@pytest.mark.parametrize("schedule", ["exp", "cos", "linear"])
+def test_schedule_window_edges(schedule):
+    s = cb.TemperatureScheduler(
+        start=0.01, end=10.0, schedule=schedule, total_steps=T, start_fraction=0.3, end_fraction=0.9
+    )
+    assert s(0) == s(29) == s(30) == 0.01
+    assert s(31) == pytest.approx(_expected(schedule, 0.01, 10.0, 1 / 60), rel=1e-12)
+    assert s(60) == pytest.approx(_expected(schedule, 0.01, 10.0, 0.5), rel=1e-12)
+    assert s(89) == pytest.approx(_expected(schedule, 0.01, 10.0, 59 / 60), rel=1e-12)
+    assert s(90) == s(95) == s(T) == 10.0
+
+
+@pytest.mark.parametrize("schedule", ["exp", "cos", "linear"])
+def test_schedule_restarts(schedule):
+    # Window [10, 100) of T=100 in 3 cycles of 30 steps: restarts at 40 and 70.
+    s = cb.TemperatureScheduler(
+        start=0.1, end=5.0, schedule=schedule, total_steps=T, restarts=2, start_fraction=0.1
+    )
+    for first in (10, 40, 70):
+        assert s(first) == pytest.approx(0.1, rel=1e-12)
+        assert s(first + 15) == pytest.approx(_expected(schedule, 0.1, 5.0, 0.5), rel=1e-12)
+        assert s(first + 29) == pytest.approx(_expected(schedule, 0.1, 5.0, 29 / 30), rel=1e-12)
+    assert s(9) == 0.1
+    assert s(T) == 5.0
+
+
+def test_schedule_can_decrease():
+    s = cb.TemperatureScheduler(start=4.0, end=1.0, schedule="linear", total_steps=4)
+    assert [s(i) for i in range(5)] == [4.0, 3.25, 2.5, 1.75, 1.0]
+
+
+def test_staircase_per_epoch():
+    s = cb.TemperatureScheduler(total_steps=T, update_freq="epoch", steps_per_epoch=10)
+    for epoch in range(10):
+        values = {s(step) for step in range(epoch * 10, epoch * 10 + 10)}
+        assert len(values) == 1
+        assert values.pop() == pytest.approx(_expected("exp", 0.01, 10.0, epoch / 10), rel=1e-12)
+    smooth = cb.TemperatureScheduler(total_steps=T)
+    assert s(15) == smooth(10) < smooth(15)
+
+
+def _model(**layer_kwargs):
+    return keras.Sequential(
+        [keras.Input((4,)), slb_keras.SLBDense(3, **layer_kwargs), keras.layers.Dense(1)]
+    )
+
+
+class _Recorder(keras.callbacks.Callback):
+    """tau seen by each training step (read from the layer's variable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.taus = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.taus.append(float(slb_keras.slb_layers(self.model)[0].temperature.numpy()))
+
+
+def _xy(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
+
+
+def test_fit_assigns_schedule_and_logs_temperature():
+    x, y = _xy()
+    model = _model()
+    model.compile("sgd", "mse")
+    recorder = _Recorder()
+    scheduler = cb.TemperatureScheduler(schedule="linear", start=1.0, end=4.0)
+    history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[scheduler, recorder], verbose=0)
+    # Default T = 2 epochs x 3 steps; step s runs with tau = 1 + 3 s / 6.
+    assert recorder.taus == pytest.approx([1.0 + 0.5 * s for s in range(6)], rel=1e-6)
+    assert history.history["temperature"] == pytest.approx([2.0, 3.5])
+
+
+def test_resume_gives_the_same_tau(tmp_path):
+    x, y = _xy(32)
+
+    def fit(model, callbacks, **kwargs):
+        recorder = _Recorder()
+        scheduler = cb.TemperatureScheduler(schedule="cos", restarts=1, start_fraction=0.25)
+        model.fit(x, y, batch_size=8, epochs=4, callbacks=[scheduler, recorder, *callbacks], verbose=0, **kwargs)
+        return recorder.taus
+
+    keras.utils.set_random_seed(1)
+    model = _model()
+    model.compile("adam", "mse")
+    uninterrupted = fit(model, [])
+
+    class StopAfterTwoEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    keras.utils.set_random_seed(1)
+    model = _model()
+    model.compile("adam", "mse")
+    first_half = fit(model, [StopAfterTwoEpochs()])
+    model.save(tmp_path / "half.keras")
+    restored = keras.models.load_model(tmp_path / "half.keras")
+    assert int(restored.optimizer.iterations.numpy()) == 8
+    second_half = fit(restored, [], initial_epoch=2)  # a new callback, restored iterations
+    assert len(uninterrupted) == 16
+    np.testing.assert_allclose(first_half + second_half, uninterrupted, rtol=1e-6)
+
+
+def test_scheduler_under_mirrored_strategy(mirrored_strategy):
+    x, y = _xy(32)
+    with mirrored_strategy.scope():
+        model = _model()
+        model.compile("sgd", "mse")
+    scheduler = cb.TemperatureScheduler(total_steps=8)
+    history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[scheduler], verbose=0)
+    assert history.history["temperature"][-1] == pytest.approx(scheduler(7))
+    assert float(model.layers[0].temperature.numpy()) == pytest.approx(scheduler(7), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"start": 0.0}, "start=0.0"),
+        ({"start": -1.0}, "start=-1.0"),
+        ({"end": 0}, "end=0"),
+        ({"end": float("inf")}, "end=inf"),
+        ({"schedule": "step"}, "schedule='step'"),
+        ({"total_steps": 0}, "total_steps=0"),
+        ({"total_steps": 2.5}, "total_steps=2.5"),
+        ({"restarts": -1}, "restarts=-1"),
+        ({"start_fraction": -0.1}, r"start_fraction=-0.1.*\[0, 1\]"),
+        ({"end_fraction": 1.5}, r"end_fraction=1.5.*\[0, 1\]"),
+        ({"start_fraction": 0.5, "end_fraction": 0.5}, "start_fraction < end_fraction"),
+        ({"start_fraction": 0.9, "end_fraction": 0.3}, "start_fraction < end_fraction"),
+        ({"update_freq": "batch"}, "update_freq='batch'"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch=0"),
+    ],
+)
+def test_scheduler_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cb.TemperatureScheduler(**kwargs)
+
+
+def test_scheduler_needs_known_total_steps_and_valid_step():
+    with pytest.raises(ValueError, match="total_steps is unknown"):
+        cb.TemperatureScheduler()(0)
+    with pytest.raises(ValueError, match="step=-1"):
+        cb.TemperatureScheduler(total_steps=10)(-1)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        cb.TemperatureScheduler(total_steps=10, update_freq="epoch")(3)
+
+
+def test_scheduler_refuses_model_without_slb_layers():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="no SLB layers"):
+        model.fit(*_xy(8), epochs=1, callbacks=[cb.TemperatureScheduler()], verbose=0)
+
+
+# -- BN calibration --------------------------------------------------------------
+
+EPS = 1e-3
+
+
+def _conv_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            slb_keras.SLBConv2D(4, 3, padding="same", wbits=1, name="c1"),
+            slb_keras.StateBatchNormalization(epsilon=EPS, name="bn1"),
+            keras.layers.ReLU(),
+            slb_keras.SLBConv2D(3, 3, wbits=2, use_bias=False, name="c2"),
+            slb_keras.StateBatchNormalization(epsilon=EPS, name="bn2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, slb_keras.StateBatchNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 2.0, size=layer.gamma.shape))
+            layer.beta.assign(rng.normal(size=layer.beta.shape))
+        if isinstance(layer, slb_keras.SLBConv2D) and layer.use_bias:
+            layer.bias.assign(rng.normal(size=layer.bias.shape))
+    return model
+
+
+def _images(n=50, seed=0):
+    # Offset and scaled, so the mean matters and E[x^2] - E[x]^2 would lose digits.
+    return np.random.default_rng(seed).normal(3.0, 2.0, size=(n, 6, 6, 2)).astype("float32")
+
+
+def _numpy_statistics(model, batches):
+    """Pooled mean/variance of bn1 and bn2 inputs, from NumPy, over the same batches.
+
+    The calibration pass: hard kernels; each BN normalizes with its batch's statistics.
+    """
+    c1, bn1, c2 = model.get_layer("c1"), model.get_layer("bn1"), model.get_layer("c2")
+    inputs1, inputs2 = [], []
+    for x in batches:
+        h1 = np.asarray(c1(x, training=False), np.float64)
+        mean, var = h1.mean(axis=(0, 1, 2)), h1.var(axis=(0, 1, 2))
+        z = bn1.gamma.numpy() * (h1 - mean) / np.sqrt(var + EPS) + bn1.beta.numpy()
+        h2 = np.asarray(c2(np.maximum(z, 0).astype("float32"), training=False), np.float64)
+        inputs1.append(h1.reshape(-1, h1.shape[-1]))
+        inputs2.append(h2.reshape(-1, h2.shape[-1]))
+    return [(np.concatenate(a).mean(0), np.concatenate(a).var(0)) for a in (inputs1, inputs2)]
+
+
+def _hard_statistics(model):
+    return [
+        (model.get_layer(n).hard_moving_mean.numpy(), model.get_layer(n).hard_moving_variance.numpy())
+        for n in ("bn1", "bn2")
+    ]
+
+
+@pytest.mark.parametrize("steps", [3, None])
+def test_calibrate_bn_equals_numpy_statistics(steps):
+    model = _conv_model()
+    x = _images(50)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(50))).batch(16)  # 16, 16, 16, 2
+    batches = [x[i : i + 16] for i in range(0, 50, 16)][: steps or 4]
+    expected = _numpy_statistics(model, batches)
+    assert cb.calibrate_bn(model, dataset, steps) == len(batches)
+    for (mean, var), (ref_mean, ref_var) in zip(_hard_statistics(model), expected):
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(var, ref_var, rtol=1e-5, atol=1e-5)
+    assert [float(model.get_layer(n).calibrated.numpy()) for n in ("bn1", "bn2")] == [1.0, 1.0]
+
+
+def test_calibrate_bn_pooled_variance_differs_from_mean_of_batch_variances():
+    model = _conv_model()
+    x = _images(48)
+    x[:16] += 5.0  # batches with different means
+    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    h1 = np.asarray(model.get_layer("c1")(x, training=False), np.float64)
+    pooled = h1.var(axis=(0, 1, 2))
+    per_batch = np.mean([h1[i : i + 16].var(axis=(0, 1, 2)) for i in (0, 16, 32)], axis=0)
+    calibrated = model.get_layer("bn1").hard_moving_variance.numpy()
+    np.testing.assert_allclose(calibrated, pooled, rtol=1e-5)
+    assert np.all(np.abs(calibrated - per_batch) > 1e-2 * pooled)
+
+
+def test_calibrate_bn_changes_no_other_variable():
+    model = _conv_model()
+    model.compile("sgd", "mse")  # an optimizer with its own variables
+    x = _images(32)
+    model.fit(x, np.zeros((32, 2)), epochs=1, batch_size=16, verbose=0)
+    calibration_variables = {
+        id(v) for n in ("bn1", "bn2") for v in (
+            model.get_layer(n).hard_moving_mean,
+            model.get_layer(n).hard_moving_variance,
+            model.get_layer(n).calibrated,
+        )
+    }
+    before = {v.path: v.numpy().copy() for v in model.variables}
+    optimizer_before = [v.numpy().copy() for v in model.optimizer.variables]
+    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8), steps=4)
+    for v in model.variables:
+        if id(v) not in calibration_variables:
+            assert np.array_equal(v.numpy(), before[v.path]), v.path  # bit for bit
+    for v, old in zip(model.optimizer.variables, optimizer_before):
+        assert np.array_equal(v.numpy(), old)
+    assert len(model.trainable_variables) == 9 and all(
+        id(v) not in calibration_variables for v in model.trainable_variables
+    )
+
+
+def test_calibrate_bn_one_device_equals_mirrored_strategy(mirrored_strategy):
+    x = _images(45)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(10)  # 10, 10, 10, 10, 5 (split 3 + 2)
+    single = _conv_model()
+    cb.calibrate_bn(single, dataset)
+    with mirrored_strategy.scope():
+        mirrored = _conv_model()
+    mirrored.set_weights(single.get_weights())
+    for n in ("bn1", "bn2"):  # start from the uncalibrated state
+        mirrored.get_layer(n).hard_moving_mean.assign(np.zeros(mirrored.get_layer(n).hard_moving_mean.shape))
+        mirrored.get_layer(n).calibrated.assign(0.0)
+    assert cb.calibrate_bn(mirrored, dataset) == 5
+    for (m1, v1), (m2, v2) in zip(_hard_statistics(single), _hard_statistics(mirrored)):
+        np.testing.assert_allclose(m2, m1, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(v2, v1, rtol=1e-5, atol=1e-5)
+    expected = _numpy_statistics(single, [x[i : i + 10] for i in range(0, 45, 10)])
+    for (m, v), (ref_m, ref_v) in zip(_hard_statistics(mirrored), expected):
+        np.testing.assert_allclose(m, ref_m, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(v, ref_v, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mirrored.predict(x, verbose=0), single.predict(x, verbose=0), atol=1e-5)
+
+
+def test_calibrate_bn_soft_state_writes_soft_statistics():
+    model = _conv_model()
+    x = _images(32)
+    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16), state="soft")
+    bn1 = model.get_layer("bn1")
+    h1 = np.asarray(model.get_layer("c1")(x, training=True), np.float64)  # soft kernel
+    np.testing.assert_allclose(bn1.moving_mean.numpy(), h1.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn1.moving_variance.numpy(), h1.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    assert float(bn1.calibrated.numpy()) == 0.0
+    np.testing.assert_array_equal(bn1.hard_moving_mean.numpy(), 0.0)
+    # The layers' `call` is restored afterwards.
+    assert not any("call" in vars(layer) for layer in slb_keras.slb_layers(model))
+
+
+def test_calibrate_bn_mixed_precision():
+    x = _images(32)
+    reference = _conv_model()
+    cb.calibrate_bn(reference, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    try:
+        keras.config.set_dtype_policy("mixed_float16")
+        model = _conv_model()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.set_weights([w for w in reference.get_weights()])
+    for n in ("bn1", "bn2"):
+        model.get_layer(n).calibrated.assign(0.0)
+    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    for (m1, v1), (m2, v2) in zip(_hard_statistics(reference), _hard_statistics(model)):
+        np.testing.assert_allclose(m2, m1, rtol=1e-2, atol=1e-2)
+        np.testing.assert_allclose(v2, v1, rtol=2e-2)
+
+
+def test_calibrate_bn_bad_arguments():
+    model = _conv_model()
+    data = tf.data.Dataset.from_tensor_slices(_images(8)).batch(4)
+    for steps in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=f"steps={steps!r}"):
+            cb.calibrate_bn(model, data, steps)
+    with pytest.raises(ValueError, match="empty"):
+        cb.calibrate_bn(model, data.take(0), 3)
+    with pytest.raises(ValueError, match="infinite"):
+        cb.calibrate_bn(model, data.repeat())
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        cb.calibrate_bn(model, _images(8), 2)
+    with pytest.raises(ValueError, match="state='warm'"):
+        cb.calibrate_bn(model, data, 2, state="warm")
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    with pytest.raises(ValueError, match="no slb_keras.StateBatchNormalization"):
+        cb.calibrate_bn(plain, data, 2)
+    for n in ("bn1", "bn2"):
+        assert float(model.get_layer(n).calibrated.numpy()) == 0.0  # nothing was half done
+
+
+def test_calibrate_bn_warns_when_dataset_runs_out():
+    model = _conv_model()
+    data = tf.data.Dataset.from_tensor_slices(_images(8)).batch(4)
+    with pytest.warns(UserWarning, match="ran out after 2 of steps=5"):
+        assert cb.calibrate_bn(model, data, 5) == 2
+
+
+def _fit_model(seed=0):
+    model = _conv_model(seed)
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    return model
+
+
+def test_bn_calibration_runs_before_validation():
+    x, y = _images(40), np.random.default_rng(1).normal(size=(40, 2)).astype("float32")
+    xv, yv = x[:16] + 0.5, y[:16]
+    data = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    model = _fit_model()
+    history = model.fit(
+        x, y, batch_size=8, epochs=2, validation_data=(xv, yv),
+        callbacks=[cb.BNCalibration(data, steps=5)], verbose=0,
+    )
+    # The last epoch's val_loss is that of the calibrated hard network now.
+    calibrated_now = _hard_statistics(model)
+    assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(xv, yv, verbose=0), rel=1e-5)
+    for n in ("bn1", "bn2"):
+        model.get_layer(n).calibrated.assign(0.0)
+    assert model.evaluate(xv, yv, verbose=0) != pytest.approx(history.history["val_loss"][-1], rel=1e-3)
+    # And those statistics are calibrate_bn's on the final weights (no calibration was skipped).
+    cb.calibrate_bn(model, data, 5)
+    for (m1, v1), (m2, v2) in zip(calibrated_now, _hard_statistics(model)):
+        np.testing.assert_allclose(m1, m2, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(v1, v2, rtol=1e-6, atol=1e-6)
+
+
+def test_bn_calibration_every_n_epochs_and_at_train_end():
+    x, y = _images(24), np.zeros((24, 2), "float32")
+    data = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(
+            (float(model.get_layer("bn1").calibrated.numpy()), model.get_layer("bn1").hard_moving_mean.numpy().copy())
+        )
+    )
+    model = _fit_model()
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[cb.BNCalibration(data, every_n_epochs=2), probe])
+    assert [flag for flag, _ in seen] == [0.0, 1.0, 1.0]
+    np.testing.assert_array_equal(seen[1][1], seen[2][1])  # epoch 3 (index 2) not calibrated at its end
+    final = model.get_layer("bn1").hard_moving_mean.numpy()
+    assert not np.allclose(final, seen[2][1])  # ... but at the end of training
+    reference = _hard_statistics(model)
+    cb.calibrate_bn(model, data)
+    np.testing.assert_allclose(_hard_statistics(model)[0][0], reference[0][0], rtol=1e-6, atol=1e-6)
+
+
+def test_bn_calibration_bad_arguments():
+    data = tf.data.Dataset.from_tensor_slices(_images(8)).batch(4)
+    with pytest.raises(ValueError, match="steps=0"):
+        cb.BNCalibration(data, steps=0)
+    with pytest.raises(ValueError, match="every_n_epochs=0"):
+        cb.BNCalibration(data, steps=2, every_n_epochs=0)
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        cb.BNCalibration([1, 2], steps=2)
+    model = _fit_model()
+    with pytest.raises(ValueError, match="empty"):
+        model.fit(_images(8), np.zeros((8, 2)), verbose=0, callbacks=[cb.BNCalibration(data.take(0))])
+
+
+# -- metrics ---------------------------------------------------------------------
+
+
+def _dense_model(bits=2, tau=1.0):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            slb_keras.SLBDense(6, wbits=bits, use_bias=False, name="d1"),
+            slb_keras.StateBatchNormalization(name="bn"),
+            slb_keras.SLBDense(3, wbits=1, name="d2"),
+        ]
+    )
+    slb_keras.set_temperature(model, tau)
+    return model
+
+
+def test_slb_metrics_values_against_numpy():
+    model = _dense_model(tau=2.0)
+    metrics = cb.SLBMetrics()
+    metrics.set_model(model)
+    metrics.on_train_begin()
+    overall, per_layer, max_probs = metrics.compute()
+    all_p, all_h = [], []
+    for layer in slb_keras.slb_layers(model):
+        z = 2.0 * layer.kernel_logits.numpy().astype(np.float64)
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        p_max, h = p.max(-1).ravel(), -(p * np.log(p)).sum(-1).ravel()
+        assert per_layer[layer.name]["max_prob"] == pytest.approx(p_max.mean(), rel=1e-5)
+        assert per_layer[layer.name]["entropy"] == pytest.approx(h.mean(), rel=1e-5)
+        assert per_layer[layer.name]["flip_rate"] == 0.0
+        np.testing.assert_allclose(max_probs[layer.name], p_max, rtol=1e-5)
+        all_p.append(p_max)
+        all_h.append(h)
+    assert overall["max_prob"] == pytest.approx(np.concatenate(all_p).mean(), rel=1e-5)
+    assert overall["entropy"] == pytest.approx(np.concatenate(all_h).mean(), rel=1e-5)
+    assert "output_gap" not in overall
+
+
+def test_slb_metrics_flip_rate_counts_changed_codes():
+    model = _dense_model()
+    d1 = model.get_layer("d1")
+    metrics = cb.SLBMetrics()
+    metrics.set_model(model)
+    metrics.on_train_begin()
+    codes = slb_ops.hard_codes(d1.kernel_logits).numpy()
+    flipped = codes.copy()
+    flipped.flat[:6] = (flipped.flat[:6] + 1) % 4  # 6 of 30 weights
+    d1.assign_kernel(slb_keras.codes_to_values(flipped, 2))
+    _, per_layer, _ = metrics.compute()
+    assert per_layer["d1"]["flip_rate"] == pytest.approx(6 / 30)
+    assert per_layer["d2"]["flip_rate"] == 0.0
+    _, per_layer, _ = metrics.compute()  # relative to the previous call
+    assert per_layer["d1"]["flip_rate"] == 0.0
+
+
+def test_slb_metrics_output_gap_shrinks_with_temperature():
+    x = np.random.default_rng(0).normal(size=(64, 5)).astype("float32")
+    gaps = []
+    for tau in (0.01, 1.0, 100.0):
+        model = _dense_model(tau=tau)
+        for layer in slb_keras.slb_layers(model):
+            codes = slb_ops.hard_codes(layer.kernel_logits).numpy()
+            layer.assign_kernel(slb_keras.codes_to_values(codes, layer.wbits), margin=1.0)
+            layer.kernel_logits.assign(layer.kernel_logits + np.random.default_rng(1).normal(0, 0.3, layer.kernel_logits.shape))
+        metrics = cb.SLBMetrics(x=x)
+        metrics.set_model(model)
+        metrics.on_train_begin()
+        overall, per_layer, _ = metrics.compute()
+        assert overall["output_gap"] == pytest.approx(np.mean([v["output_gap"] for v in per_layer.values()]))
+        gaps.append(overall["output_gap"])
+    assert gaps[0] > gaps[1] > gaps[2] >= 0.0
+    assert gaps[2] < 1e-3
+
+
+def test_channel_decorrelation_ignores_scale_and_offset_per_channel():
+    rng = np.random.default_rng(0)
+    hard = rng.normal(size=(50, 3))
+    assert cb._channel_decorrelation(0.01 * hard + [1.0, 2.0, 3.0], hard, -1) == pytest.approx(0.0, abs=1e-12)
+    assert cb._channel_decorrelation(-hard, hard, -1) == pytest.approx(2.0)
+    assert cb._channel_decorrelation(np.zeros((50, 3)), np.zeros((50, 3)), -1) == 0.0
+
+
+def test_soft_and_hard_outputs():
+    model = _dense_model(tau=0.7)
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(6, 0.2))
+    bn.hard_moving_mean.assign(np.full(6, -0.3))
+    bn.hard_moving_variance.assign(np.full(6, 2.0))
+    bn.calibrated.assign(1.0)
+    d1, d2 = model.get_layer("d1"), model.get_layer("d2")
+
+    def forward(kernel1, kernel2, mean, var):
+        z = (x @ kernel1 - mean) / np.sqrt(var + 1e-3)
+        return z @ kernel2 + d2.bias.numpy()
+
+    soft, hard = cb.soft_and_hard_outputs(model, x)
+    np.testing.assert_allclose(soft, forward(d1.soft_kernel().numpy(), d2.soft_kernel().numpy(), 0.2, 1.0), atol=1e-5)
+    np.testing.assert_allclose(hard, forward(d1.hard_kernel().numpy(), d2.hard_kernel().numpy(), -0.3, 2.0), atol=1e-5)
+    assert float(bn.calibrated.numpy()) == 1.0
+    np.testing.assert_allclose(model(x, training=False), hard, atol=1e-6)
+
+
+def test_slb_metrics_logs_and_tensorboard(tmp_path):
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+    model = _dense_model()
+    model.compile("adam", "mse")
+    metrics = cb.SLBMetrics(x=tf.data.Dataset.from_tensor_slices(x).batch(16), log_dir=tmp_path, per_layer_logs=True)
+    history = model.fit(x, np.zeros((32, 3)), epochs=2, verbose=0, callbacks=[metrics])
+    for key in ("slb_max_prob", "slb_entropy", "slb_flip_rate", "slb_output_gap", "slb/d1/max_prob", "slb/d2/output_gap"):
+        assert len(history.history[key]) == 2, key
+    assert 0.25 <= history.history["slb/d1/max_prob"][0] <= 1.0
+    assert 0.5 <= history.history["slb/d2/max_prob"][0] <= 1.0
+    assert 0.0 < history.history["slb_flip_rate"][0] < 1.0  # adam moves the small random logits
+    tags = {}
+    for path in pathlib.Path(tmp_path, "slb").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append((event.step, value.metadata.plugin_data.plugin_name))
+    assert [step for step, _ in tags["slb/max_prob"]] == [0, 1]
+    assert {plugin for _, plugin in tags["slb/d1/max_prob"]} == {"scalars", "histograms"}
+    assert "slb/d2/flip_rate" in tags and "slb/output_gap" in tags
+
+
+def test_slb_metrics_bad_arguments():
+    with pytest.raises(ValueError, match="histogram_freq=-1"):
+        cb.SLBMetrics(histogram_freq=-1)
+    with pytest.raises(ValueError, match="empty"):
+        cb.SLBMetrics(x=tf.data.Dataset.from_tensor_slices(np.zeros((0, 5))).batch(2))
+
+
+def test_public_names():
+    for name in ("TemperatureScheduler", "calibrate_bn", "BNCalibration", "SLBMetrics"):
+        assert name in slb_keras.__all__
+        assert getattr(slb_keras, name) is getattr(cb, name)
