@@ -28,6 +28,10 @@ from slb_keras.layers import slb_layers
 from slb_keras.normalization import StateBatchNormalization
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
+from slb_keras.quantize import quantize_model
+from slb_keras.summary import LayerSummary
+from slb_keras.summary import ModelSummary
+from slb_keras.summary import summary
 from slb_keras.value_sets import codes_to_values
 from slb_keras.value_sets import integer_values
 from slb_keras.value_sets import value_set
@@ -61,6 +65,8 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 __all__ = [
     "ActivationQuantizer",
     "BNCalibration",
+    "LayerSummary",
+    "ModelSummary",
     "PACTQuantizer",
     "SLBConv1D",
     "SLBConv2D",
@@ -73,8 +79,10 @@ __all__ = [
     "calibrate_bn",
     "codes_to_values",
     "integer_values",
+    "quantize_model",
     "set_temperature",
     "slb_layers",
+    "summary",
     "value_set",
     "values_to_codes",
     *_LAZY,
