@@ -22,11 +22,28 @@ logit, and a weight lying on a value has probability 0.99 on it at the layer's
 temperature tau, so the soft kernel starts close to the projection Q(u), while
 weights near a decision boundary stay undecided (their logits carry how far
 they are from it). Because V has no scale, the factors s_c (and the scale of
-the soft kernel) are folded into the bias and into the moving statistics of a
-batch normalization that directly follows the layer: the hard network then
+the soft kernel) are folded into the bias and into the statistics of a batch
+normalization that directly follows the layer (its hard statistics for y / r_h,
+its soft ones for the soft kernel, `calibrated` set): the hard network then
 computes, up to the rounding of the weights, what the float network computed.
-`init="random"` uses the SLB layers' random logits (the paper's setting); all
-other weights are still copied.
+A converted layer without a batch norm after it (or with an activation other
+than linear/relu) outputs about y / r_h instead of y, a change of scale
+nothing absorbs: put a batch norm after each quantized layer, as the paper
+does.
+
+Rounding shifts the activation statistics layer after layer (with 1-bit
+weights the hard network straight out of `quantize_model` can be near chance
+level), so calibrate the hard statistics on a few batches before evaluating or
+training: `slb_keras.calibrate_bn(model, dataset)` (no weight changes). Train
+with a temperature schedule that starts at the layers' temperature, 1.0, e.g.
+`TemperatureScheduler(start=1.0, end=10.0)`. Starting at 0.01 makes the soft
+kernel of the float init nearly a scaled copy of the float kernel, far from
+the hard one: on digits the hard accuracy then drops for a few epochs before
+it recovers.
+
+`init="random"` uses the SLB layers' random logits (the paper's setting, with
+its 0.01 -> 10 schedule); all other weights are still copied, and the batch
+norms are left uncalibrated.
 """
 
 import math
@@ -37,10 +54,9 @@ import numpy as np
 from keras.src.models.functional import Functional  # Keras has no public alias
 
 from slb_keras import layers as slb_layers
-from slb_keras.normalization import StateBatchNormalization
-from slb_keras import ops as slb_ops
 from slb_keras import quantizers
 from slb_keras import value_sets
+from slb_keras.normalization import StateBatchNormalization
 
 INITS = ("float", "random")
 
@@ -104,6 +120,7 @@ def quantize_model(
             or plain BatchNormalization) or to a dict with "wbits" and/or
             "abits" (the others default to the arguments above). A name
             entry wins over `skip_first_last`, which wins over a class entry.
+            SLB layers already in `model` are copied as they are.
         init: "float" (logits from the trained float kernels, see the module
             docstring) or "random" (the SLB layers' random logits).
 
