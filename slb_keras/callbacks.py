@@ -73,7 +73,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
     changes every k steps (Keras calls batch hooks once per execution).
 
     The value is assigned to every SLB layer's `temperature` variable
-    (`slb_keras.set_temperature`) and written to `logs["temperature"]` (put
+    (as `slb_keras.set_temperature` does) and written to `logs["temperature"]` (put
     this callback before `TensorBoard` / `CSVLogger` so they record it). The
     schedule is also callable on its own: `scheduler(step) -> tau`.
 
@@ -153,6 +153,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
         self._fit_total_steps = None
         self._fit_steps_per_epoch = None
         self._epoch_first_step = 0
+        self._layers = []
         self._tau = None
 
     # -- the schedule ---------------------------------------------------------------
@@ -191,8 +192,10 @@ class TemperatureScheduler(keras.callbacks.Callback):
     # -- Keras hooks ------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        if not slb_layers_lib.slb_layers(self.model):
+        self._layers = slb_layers_lib.slb_layers(self.model)
+        if not self._layers:
             raise ValueError("TemperatureScheduler: the model has no SLB layers.")
+        self._tau = None
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         self._fit_steps_per_epoch = steps
@@ -222,7 +225,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
     def _set(self, step):
         tau = self(step)
         if tau != self._tau:
-            slb_layers_lib.set_temperature(self.model, tau)
+            for layer in self._layers:  # the layers' own variables: no retracing
+                layer.temperature.assign(tau)
             self._tau = tau
 
 
@@ -266,8 +270,6 @@ class _Calibrator:
         if state not in STATES:
             raise ValueError(f"Invalid state={state!r}: expected one of {STATES}.")
         self.state = state
-        if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
-            raise ValueError(f"Invalid model={model!r}: expected a Keras model.")
         self.model = model
         self.layers = state_bn_layers(model)
         if not self.layers:

@@ -389,11 +389,27 @@ def test_calibrate_bn_bad_arguments():
         cb.calibrate_bn(model, _images(8), 2)
     with pytest.raises(ValueError, match="state='warm'"):
         cb.calibrate_bn(model, data, 2, state="warm")
+    with pytest.raises(ValueError, match="Invalid model='model'"):
+        cb.calibrate_bn("model", data, 2)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match="no slb_keras.StateBatchNormalization"):
         cb.calibrate_bn(plain, data, 2)
     for n in ("bn1", "bn2"):
         assert float(model.get_layer(n).calibrated.numpy()) == 0.0  # nothing was half done
+
+
+def test_calibrate_bn_nested_and_shared_layers():
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(3, wbits=2), slb_keras.StateBatchNormalization()])
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(inner(keras.layers.Dense(4)(inputs)) + inner(inputs))  # inner used twice
+    model = keras.Model(inputs, outputs)
+    x = _images(20).reshape(-1, 4)[:40]
+    assert cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8)) == 5
+    dense, slb, bn = model.layers[1], inner.layers[0], inner.layers[1]
+    h = np.concatenate([np.asarray(slb(dense(x)), np.float64), np.asarray(slb(x), np.float64)])
+    np.testing.assert_allclose(bn.hard_moving_mean.numpy(), h.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn.hard_moving_variance.numpy(), h.var(0), rtol=1e-5, atol=1e-5)
 
 
 def test_calibrate_bn_warns_when_dataset_runs_out():
