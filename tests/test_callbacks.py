@@ -10,22 +10,6 @@ import slb_keras
 from slb_keras import callbacks as cb
 from slb_keras import ops as slb_ops
 
-@pytest.fixture
-def mirrored_strategy():
-    """MirroredStrategy over the two logical CPUs, with its own collective keys.
-
-    On CPUs MirroredStrategy all-reduces with collective ops whose keys start
-    from the same base for every strategy object: a second strategy in the same
-    process then reuses the first one's keys and TF aborts with "Shape mismatch
-    in the collective instance". TF's own tests bump the base for each
-    strategy; so does this fixture (overriding tests/conftest.py's).
-    """
-    tf.distribute.MirroredStrategy._collective_key_base += 100000
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, devices
-    yield tf.distribute.MirroredStrategy(devices)
-    tf.distribute.MirroredStrategy._collective_key_base += 100000
-
 
 # -- temperature schedule --------------------------------------------------------
 
