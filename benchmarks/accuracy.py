@@ -86,7 +86,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configs = []
     if "fp" in args.methods:
-        configs.append(("fp", 32, 32))
+        configs.append(("fp", 1, 32))  # bit widths are unused by method "fp"
     for wbits, abits in args.wa:
         configs += [(m, wbits, abits) for m in ("ste", "slb") if m in args.methods]
     results = {}
