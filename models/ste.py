@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from slb_keras import layers as slb_keras_layers
 from slb_keras import quantizers
 from slb_keras import value_sets
 
@@ -182,3 +183,52 @@ class STEDense(STELayerMixin, keras.layers.Dense):
     def call(self, inputs, training=None):
         kernel = ops.cast(self.quantized_kernel(), self.compute_dtype)
         return self._finish(ops.matmul(self._quantized_inputs(inputs), kernel))
+
+
+def to_slb_model(model):
+    """The same network with every STE layer replaced by the SLB layer of equal hard kernel.
+
+    An SLB layer whose logits put the largest value on the STE layer's quantized kernel
+    computes exactly what the STE layer computes at inference, so the result can go
+    through the SLB tools (`slb_keras.export_tflite`: int8 kernels, exact). All other
+    layers and weights are copied unchanged.
+
+    Args:
+        model: a functional or sequential Keras model holding `STEConv2D` / `STEDense`.
+
+    Returns:
+        A new model with `SLBConv2D` / `SLBDense` layers in place of the STE ones.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), STEDense(3, wbits=2, input_quantizer="dorefa2")])
+    >>> slb = to_slb_model(model)
+    >>> type(slb.layers[0]).__name__
+    'SLBDense'
+    >>> x = np.random.rand(2, 4).astype("float32")
+    >>> bool(np.all(slb(x, training=False).numpy() == model(x).numpy()))
+    True
+    """
+    replacements = {STEConv2D: slb_keras_layers.SLBConv2D, STEDense: slb_keras_layers.SLBDense}
+
+    def clone(layer):
+        config = layer.get_config()
+        for ste_class, slb_class in replacements.items():
+            if type(layer) is ste_class:
+                for unused in ("kernel_initializer", "kernel_constraint"):
+                    config.pop(unused, None)
+                return slb_class.from_config(config)
+        return layer.__class__.from_config(config)
+
+    converted = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, converted.layers):
+        if isinstance(old, STELayerMixin):
+            new.assign_kernel(old.quantized_kernel())
+            if old.bias is not None:
+                new.bias.assign(old.bias)
+            if old.input_quantizer is not None:
+                for source, target in zip(old.input_quantizer.weights, new.input_quantizer.weights):
+                    target.assign(source)
+        else:
+            new.set_weights(old.get_weights())
+    return converted

@@ -209,6 +209,19 @@ def test_ste_layers_quantize_kernel_and_inputs():
     assert all(g is not None for g in tape.gradient(loss, dense.trainable_variables))
 
 
+def test_ste_model_converts_to_the_slb_model_of_equal_hard_network():
+    model = _tiny("resnet20", method="ste", wbits=2, abits=2, activation_quantizer="pact")
+    x = _images(model, batch=4)
+    model(x, training=True)
+    model.get_layer("stage1_block1_conv1").input_quantizer.alpha.assign(3.0)
+    converted = ste.to_slb_model(model)
+    assert [l.name for l in converted.layers] == [l.name for l in model.layers]
+    assert not any(isinstance(l, ste.STELayerMixin) for l in converted.layers)
+    assert len(slb_keras.slb_layers(converted)) == 20
+    assert float(converted.get_layer("stage1_block1_conv1").input_quantizer.alpha.numpy()) == 3.0
+    np.testing.assert_allclose(converted(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-5)
+
+
 def test_ste_layers_bad_arguments():
     with pytest.raises(ValueError, match="wbits=9"):
         ste.STEDense(3, wbits=9)

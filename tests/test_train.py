@@ -1,0 +1,486 @@
+"""train.py and training.run: end to end on digits and mocked TFDS data, distribution,
+resume after kill -9, and bad input (exit status 2, one line, nothing destroyed).
+
+Every run is tiny (narrow networks, a few steps). The subprocess tests run the real
+command line; the others call `training.run` in this process (two logical CPUs, see
+conftest.py).
+"""
+
+import csv
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import input_pipeline
+import models  # noqa: F401  (registers the STE layers for load_model)
+import train
+import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(
+    model="vgg_small",
+    dataset="digits",
+    width_multiplier=0.0625,
+    image_size=16,
+    epochs=2,
+    steps_per_epoch=2,
+    batch_size=16,
+    bn_calibration_steps=2,
+    verbose=0,
+)
+TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items() if k != "verbose"]
+
+
+def _env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra}
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _train_py(args, env=None, **kwargs):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), *args],
+        cwd=ROOT,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def _snapshot(directory):
+    """{relative path: sha256} of every file under `directory`."""
+    result = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as file:
+                result[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
+    return result
+
+
+def _summary(model_dir):
+    with open(os.path.join(model_dir, training.SUMMARY_FILE)) as file:
+        return json.load(file)
+
+
+def _weights(path):
+    model = keras.models.load_model(path)
+    return [v.numpy() for v in model.weights]
+
+
+def _history(model_dir):
+    with open(os.path.join(model_dir, training.HISTORY_FILE), newline="") as file:
+        return list(csv.DictReader(file))
+
+
+# --- configuration --------------------------------------------------------------------
+
+
+def test_recipes_follow_the_spec():
+    vgg = training.resolve(training.Config(model="vgg_small"))
+    assert (vgg.dataset, vgg.optimizer, vgg.lr, vgg.weight_decay, vgg.batch_size, vgg.epochs) == (
+        "cifar10", "sgd", 0.02, 5e-4, 100, 400
+    )
+    assert (vgg.temperature_start, vgg.temperature_end, vgg.temperature_schedule) == (0.01, 10.0, "exp")
+    assert (vgg.temperature_start_fraction, vgg.temperature_end_fraction) == (0.3, 0.9)
+    resnet20 = training.resolve(training.Config(model="resnet20"))
+    assert (resnet20.lr, resnet20.weight_decay, resnet20.activation_quantizer) == (0.1, 1e-4, "pact")
+    assert resnet20.temperature_start_fraction == 0.4
+    resnet18 = training.resolve(training.Config(model="resnet18"))
+    assert (resnet18.dataset, resnet18.optimizer, resnet18.lr, resnet18.weight_decay) == (
+        "imagenet2012", "adam", 1e-3, 0.0
+    )
+    assert (resnet18.batch_size, resnet18.epochs, resnet18.lr_schedule) == (256, 120, "step")
+    # explicit values win over the recipe
+    assert training.resolve(training.Config(model="vgg_small", lr=0.5, epochs=3)).lr == 0.5
+    assert vgg.model_dir == os.path.join("runs", "vgg_small_slb_w1a1_cifar10")
+
+
+def test_resnet18_step_schedule_decays_at_epochs_70_90_110():
+    config = training.resolve(training.Config(model="resnet18"))
+    schedule = training.make_lr_schedule(config, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 699, 700, 899, 900, 1099, 1100, 1199)]
+    np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6], rtol=1e-6)
+    cosine = training.make_lr_schedule(training.resolve(training.Config(epochs=2)), steps_per_epoch=10)
+    assert float(cosine(0)) == pytest.approx(0.02) and float(cosine(20)) == pytest.approx(0.0)
+
+
+def test_flags_and_config_have_the_same_fields():
+    flag_names = {flag.name for flag in train.FLAGS.get_flags_for_module(train)}
+    config_names = set(training.Config.__dataclass_fields__)
+    assert flag_names == config_names - {"lr_step_epochs", "verbose"}
+
+
+# --- end to end -----------------------------------------------------------------------
+
+
+def test_train_py_on_digits_end_to_end(tmp_path):
+    model_dir = tmp_path / "run"
+    args = [*TINY_FLAGS, "--method=slb", "--wbits=1", "--abits=1", "--export", f"--model_dir={model_dir}"]
+    result = _train_py(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Hard-quantized test accuracy" in result.stdout
+    names = set(os.listdir(model_dir))
+    assert {"flags.json", "summary.json", "model.keras", "model.tflite", "history.csv", "logs"} <= names
+    assert not any(name.startswith(".tmp-") for name in names)
+    assert "backup" not in names  # removed once the run is complete
+    summary = _summary(model_dir)
+    assert summary["config"]["wbits"] == 1 and summary["config"]["method"] == "slb"
+    assert summary["parameters"]["quantized_weights"] > 0
+    assert len(summary["history"]) == 2 and summary["seconds_per_epoch"] > 0
+    # The saved model is the hard network: evaluating it reproduces the summary's accuracy.
+    model = keras.models.load_model(model_dir / "model.keras")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    test = input_pipeline.build_dataset("digits", "test", 16, image_size=16)
+    loss, accuracy = model.evaluate(test, verbose=0)
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    # ... and so does the exported TFLite model, on the first test images.
+    from ai_edge_litert.interpreter import Interpreter
+
+    images, _ = next(iter(test))
+    interpreter = Interpreter(model_path=str(model_dir / "model.tflite"))
+    runner = interpreter.get_signature_runner()
+    (tflite_logits,) = runner(**{runner.get_input_details().popitem()[0]: images.numpy()}).values()
+    np.testing.assert_allclose(tflite_logits, model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+    # The same command again finds the completed run and changes nothing.
+    before = _snapshot(model_dir)
+    again = _train_py(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to do" in again.stdout
+    assert _snapshot(model_dir) == before
+
+
+@pytest.mark.parametrize("method", ["fp", "ste", "slb"])
+def test_every_method_trains_through_run(method, tmp_path):
+    config = {**TINY, "method": method, "wbits": 2, "abits": 2, "model_dir": str(tmp_path)}
+    summary = training.run({**config, "export": method == "ste"})  # slb: see the end-to-end test
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["config"]["method"] == method
+    assert len(summary["history"]) == 2
+    assert all(np.isfinite(row["loss"]) for row in summary["history"])
+    quantized = summary["parameters"]["quantized_weights"]
+    assert (quantized == 0) == (method == "fp")
+    model = keras.models.load_model(tmp_path / "model.keras")
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"fp": "Conv2D", "ste": "STEConv2D", "slb": "SLBConv2D"}[method] in kinds
+    assert os.path.exists(tmp_path / "model.tflite") == (method == "ste")
+    if method == "slb":
+        # tau of each epoch's last step (1 and 3 of 4): exp from 0.01 to 10 over steps [1.2, 3.6)
+        expected = [0.01, 0.01 * 1000 ** ((3 - 1.2) / 2.4)]
+        np.testing.assert_allclose([row["temperature"] for row in summary["history"]], expected)
+    else:
+        assert all("temperature" not in row for row in summary["history"])
+
+
+def _write_tfds_metadata(data_dir, name, split_sizes):
+    builder = tfds.builder(name, data_dir=os.fspath(data_dir))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [
+                tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0, filename_template=None)
+                for s, n in split_sizes.items()
+            ]
+        )
+    )
+    builder.data_path.mkdir(parents=True, exist_ok=True)
+    builder.info.write_to_directory(builder.data_path)
+
+
+@pytest.mark.parametrize(
+    "model, dataset, test_split, image_size",
+    [("vgg_small", "cifar10", "test", 32), ("resnet18", "imagenet2012", "validation", 32)],
+)
+def test_tfds_pipelines_under_mock_data(model, dataset, test_split, image_size, tmp_path):
+    data_dir = tmp_path / "tfds"
+    _write_tfds_metadata(data_dir, dataset, {"train": 32, test_split: 16})
+    config = {
+        **TINY,
+        "model": model,
+        "dataset": dataset,
+        "data_dir": str(data_dir),
+        "image_size": image_size,
+        "model_dir": str(tmp_path / "run"),
+    }
+    with tfds.testing.mock_data(num_examples=32, data_dir=str(data_dir)):
+        summary = training.run(config)
+    assert summary["config"]["dataset"] == dataset
+    assert len(summary["history"]) == 2
+    num_classes = 10 if dataset == "cifar10" else 1000
+    assert keras.models.load_model(tmp_path / "run" / "model.keras").output_shape == (None, num_classes)
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def existing_run(tmp_path):
+    """A model_dir holding a (fake) run of TINY: flags.json plus a model file."""
+    model_dir = tmp_path / "existing"
+    model_dir.mkdir()
+    config = training.resolve(training.Config(**{**TINY, "model_dir": str(model_dir)}))
+    (model_dir / training.FLAGS_FILE).write_text(json.dumps(training.run_settings(config)))
+    (model_dir / training.MODEL_FILE).write_bytes(b"weights of an earlier run")
+    (model_dir / "backup").mkdir()
+    (model_dir / "backup" / "latest.weights.h5").write_bytes(b"backup of an earlier run")
+    return model_dir
+
+
+def _main(argv, capsys):
+    """train.py's main in this process: (exit status, stderr)."""
+    train.FLAGS.unparse_flags()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(train._parse_flags(["train.py", *argv]))
+    finally:
+        train.FLAGS.unparse_flags()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+BAD_INPUT = [
+    (["--model=vgg16"], "--model"),
+    (["--method=bnn"], "--method"),
+    (["--dataset=mnist"], "mnist"),
+    (["--dataset=/no/such/data.npz"], "/no/such/data.npz"),
+    (["--dataset=/no/such/folder/"], "/no/such/folder"),
+    (["--wbits=0"], "wbits=0"),
+    (["--wbits=9"], "wbits=9"),
+    (["--abits=0"], "abits=0"),
+    (["--abits=12"], "abits=12"),
+    (["--epochs=-1"], "--epochs=-1"),
+    (["--batch_size=-8"], "--batch_size=-8"),
+    (["--batch_size=0"], "--batch_size=0"),
+    (["--batch_size=4000"], "batch"),
+    (["--steps_per_epoch=0"], "--steps_per_epoch=0"),
+    (["--lr=-0.1"], "--lr=-0.1"),
+    (["--temperature_start=0"], "--temperature_start=0"),
+    (["--temperature_start_fraction=0.9", "--temperature_end_fraction=0.5"], "fraction"),
+    (["--width_multiplier=0"], "width_multiplier=0"),
+    (["--data_dir=/no/such/dir"], "--data_dir=/no/such/dir"),
+    (["--wbits=two"], "--wbits"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["positional"], "unexpected arguments"),
+    (["--epochs=5"], "--epochs=2 (here 5)"),  # existing_run was made with --epochs=2
+    (["--method=ste"], "--method=slb (here ste)"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line_and_destroys_nothing(argv, expected, existing_run, capsys):
+    before = _snapshot(existing_run)
+    base = [*TINY_FLAGS, f"--model_dir={existing_run}"]
+    status, err = _main(base + argv, capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error: "), err
+    assert expected in lines[0]
+    assert _snapshot(existing_run) == before
+
+
+def test_model_dir_problems_exit_2(existing_run, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("someone else's files")
+    cases = [
+        (f"--model_dir={a_file}", "it is a file"),
+        (f"--model_dir={a_file}/run", "can be created and written"),
+        (f"--model_dir={foreign}", "holds no flags.json"),
+    ]
+    for flag, expected in cases:
+        before = _snapshot(tmp_path)
+        status, err = _main([*TINY_FLAGS, flag], capsys)
+        assert status == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+        assert _snapshot(tmp_path) == before
+
+
+def test_batch_size_not_divisible_by_replicas(mirrored_strategy, tmp_path):
+    config = {**TINY, "batch_size": 15, "model_dir": str(tmp_path / "run")}
+    with pytest.raises(training.UsageError, match="--batch_size=15: expected a multiple of the 2 replicas"):
+        training.run(config, strategy_override=mirrored_strategy)
+    assert not os.path.exists(tmp_path / "run")
+
+
+# TensorFlow's C++ runtime logs a few lines when it starts (on this machine: oneDNN, no
+# CUDA driver), whatever TF_CPP_MIN_LOG_LEVEL says; they are not train.py's output.
+TF_STARTUP_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following)")
+
+
+def test_command_line_errors_have_no_traceback(existing_run):
+    before = _snapshot(existing_run)
+    # A flag error is reported before TensorFlow is imported: stderr is exactly one line.
+    result = _train_py(["--model=vgg16"])
+    assert result.returncode == 2
+    assert result.stderr == "train.py: error: flag --model=vgg16: value should be one of <vgg_small|resnet20|resnet18>\n"
+    # Later errors: one line of train.py's own after TensorFlow's startup log.
+    result = _train_py([*TINY_FLAGS, "--wbits=3", f"--model_dir={existing_run}"])
+    assert result.returncode == 2, result.stderr
+    ours = [line for line in result.stderr.splitlines() if not TF_STARTUP_LOG.match(line)]
+    assert ours == [
+        f"train.py: error: Invalid --model_dir={existing_run}: it holds a run made with --wbits=1 "
+        "(here 3); resume it with the same flags or choose another --model_dir."
+    ]
+    assert _snapshot(existing_run) == before
+
+
+# --- distribution ---------------------------------------------------------------------
+
+# With synchronized BN, one replica and N replicas compute the same function of the same
+# global batch (input_pipeline gives every step the same examples whatever the number of
+# replicas, and Keras averages the per-replica gradients, each scaled by 1/N). What
+# differs is the order of float32 additions (per-replica partial sums, then an
+# all-reduce), i.e. relative differences of a few float32 ulps (~1e-7) per reduction,
+# which a few SGD steps do not amplify beyond ~1e-6. rtol=1e-5 leaves a 10x margin.
+# Activations are kept continuous (abits=32): a quantizer's threshold would turn such an
+# ulp difference at a rounding boundary into a different code.
+DISTRIBUTED = dict(TINY, method="slb", wbits=1, abits=32, sync_bn=True, epochs=2, steps_per_epoch=3)
+LOSS_RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def even_digits(tmp_path_factory):
+    """Digits as an .npz whose test set is whole batches of 16.
+
+    TensorFlow 2.21's oneDNN CPU convolution returns a wrongly shaped result for an
+    empty batch, which a replica gets when the last test batch is partial; on GPUs
+    this does not arise. Whole batches keep the comparison about distribution.
+    """
+    from slb_keras.datasets import load_digits
+
+    (x_train, y_train), (x_test, y_test) = load_digits(image_size=16)
+    path = tmp_path_factory.mktemp("data") / "digits_even.npz"
+    np.savez(path, x_train=x_train[:320], y_train=y_train[:320], x_test=x_test[:160], y_test=y_test[:160])
+    return str(path)
+
+
+def _assert_same_training(reference, other):
+    for key in ("loss", "accuracy", "val_loss", "temperature"):
+        np.testing.assert_allclose(
+            [row[key] for row in other["history"]],
+            [row[key] for row in reference["history"]],
+            rtol=LOSS_RTOL,
+            err_msg=key,
+        )
+    np.testing.assert_allclose(other["test_loss"], reference["test_loss"], rtol=LOSS_RTOL)
+
+
+def test_mirrored_strategy_matches_one_device(mirrored_strategy, even_digits, tmp_path):
+    config = {**DISTRIBUTED, "dataset": even_digits, "image_size": None}
+    one = training.run(
+        {**config, "model_dir": str(tmp_path / "one")},
+        strategy_override=tf.distribute.OneDeviceStrategy("/cpu:0"),
+    )
+    two = training.run({**config, "model_dir": str(tmp_path / "two")}, strategy_override=mirrored_strategy)
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    _assert_same_training(one, two)
+    for a, b in zip(_weights(tmp_path / "one" / "model.keras"), _weights(tmp_path / "two" / "model.keras")):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_match_one_device(even_digits, tmp_path):
+    config = {**DISTRIBUTED, "dataset": even_digits}
+    flags = [f"--{k}={v}" for k, v in config.items() if k not in ("verbose", "image_size")]
+    reference = _train_py([*flags, "--strategy=one_device", f"--model_dir={tmp_path / 'one'}"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train.py"), *flags, f"--model_dir={tmp_path / 'mw'}"],
+            cwd=ROOT,
+            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    summary = _summary(tmp_path / "mw")  # written by the chief (worker 0) only
+    assert (summary["strategy"], summary["replicas"]) == ("MultiWorkerMirroredStrategy", 2)
+    _assert_same_training(_summary(tmp_path / "one"), summary)
+    assert sorted(os.listdir(tmp_path / "mw")) == sorted(os.listdir(tmp_path / "one"))
+
+
+# --- resume after kill -9 -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_during_an_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    epochs, steps = 4, 6
+    flags = [f"--{k}={v}" for k, v in dict(TINY, epochs=epochs, steps_per_epoch=steps).items() if k != "verbose"]
+    flags.append("--deterministic")
+    straight = _train_py([*flags, f"--model_dir={tmp_path / 'straight'}"])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    reference = _summary(tmp_path / "straight")
+
+    model_dir = tmp_path / "killed"
+    metadata = model_dir / "backup" / "training_metadata.json"
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), *flags, f"--model_dir={model_dir}"],
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and process.poll() is None:
+            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2:
+                break
+            time.sleep(0.05)
+        # Half an epoch later: inside epoch 3 (0-based 2).
+        time.sleep(0.5 * float(np.median(reference["epoch_seconds"][1:])))
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (model_dir / training.SUMMARY_FILE).exists()
+    saved_epoch = json.loads(metadata.read_text())["epoch"]
+    assert 2 <= saved_epoch < epochs
+
+    resumed = _train_py([*flags, f"--model_dir={model_dir}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    tau = reference["history"][saved_epoch - 1]["temperature"]  # tau of the last step done
+    assert (
+        f"Resuming {model_dir} at epoch {saved_epoch + 1}/{epochs} "
+        f"(step {saved_epoch * steps}, temperature {tau:.6g})"
+    ) in resumed.stdout
+    summary = _summary(model_dir)
+    assert summary["resumed_from_epoch"] == saved_epoch
+    assert len(summary["epoch_seconds"]) == epochs - saved_epoch  # only the rest was trained
+    # Bit for bit the uninterrupted run: every logged value, the test result, the weights.
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
+    assert strip(summary["history"]) == strip(reference["history"])
+    assert (summary["test_accuracy"], summary["test_loss"]) == (reference["test_accuracy"], reference["test_loss"])
+    for a, b in zip(_weights(tmp_path / "straight" / "model.keras"), _weights(model_dir / "model.keras")):
+        np.testing.assert_array_equal(a, b)

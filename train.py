@@ -1,0 +1,85 @@
+"""Trains VGG-Small, ResNet-20 or ResNet-18 with SLB, the STE baseline or in full precision.
+
+    python train.py --model=vgg_small --wbits=1 --abits=1 --dataset=digits --epochs=3
+
+Flags left unset take the model's recipe (SLB_SPEC section 5, `training.RECIPES`). Bad
+input prints one line `train.py: error: ...` and exits with status 2. See README.md.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+RECIPE = "default: the model's recipe"
+
+flags.DEFINE_enum("model", "vgg_small", ["vgg_small", "resnet20", "resnet18"], "Network.")
+flags.DEFINE_enum("method", "slb", ["slb", "ste", "fp"], "SLB, the STE baseline or full precision.")
+flags.DEFINE_integer("wbits", 1, "Weight bits of the quantized layers, 1..8.")
+flags.DEFINE_integer("abits", 1, "Activation bits at their inputs, 1..8, or 32 for none.")
+flags.DEFINE_enum("activation_quantizer", None, ["dorefa", "pact"], f"For abits 2..8 ({RECIPE}).")
+flags.DEFINE_string(
+    "dataset", None,
+    "cifar10 | imagenet2012 | digits | a .npz file (x_train, y_train, x_test, y_test) | "
+    f"a directory of class folders ({RECIPE}).",
+)
+flags.DEFINE_string("data_dir", None, "TFDS data directory (ImageNet: <data_dir>/downloads/manual).")
+flags.DEFINE_integer("image_size", None, "Image side (default: the data set's).")
+flags.DEFINE_float("width_multiplier", 1.0, "Scales every conv's filters (quick experiments).")
+flags.DEFINE_integer("epochs", None, f"Training epochs ({RECIPE}).")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).")
+flags.DEFINE_integer("batch_size", None, f"Global batch size ({RECIPE}).")
+flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], f"Optimizer ({RECIPE}).")
+flags.DEFINE_float("lr", None, f"Initial learning rate ({RECIPE}).")
+flags.DEFINE_enum("lr_schedule", None, ["cosine", "step", "constant"], f"LR schedule ({RECIPE}).")
+flags.DEFINE_float("weight_decay", None, f"Decoupled weight decay ({RECIPE}).")
+flags.DEFINE_float("temperature_start", None, f"Initial SLB temperature tau ({RECIPE}).")
+flags.DEFINE_float("temperature_end", None, f"Final tau ({RECIPE}).")
+flags.DEFINE_enum("temperature_schedule", None, ["exp", "cos", "linear"], f"tau schedule ({RECIPE}).")
+flags.DEFINE_integer("temperature_restarts", None, f"Warm restarts of the tau schedule ({RECIPE}).")
+flags.DEFINE_float("temperature_start_fraction", None, f"tau starts growing here ({RECIPE}).")
+flags.DEFINE_float("temperature_end_fraction", None, f"tau reaches its end here ({RECIPE}).")
+flags.DEFINE_integer("bn_calibration_steps", None, "Batches per BN calibration, 0 = off (default: test set size).")
+flags.DEFINE_bool("sbn", True, "State batch normalization after SLB layers (--nosbn: the ablation).")
+flags.DEFINE_bool("sync_bn", False, "Batch statistics over all replicas.")
+flags.DEFINE_string("model_dir", None, "Output directory (default: runs/<model>_<method>_w<w>a<a>_<data>).")
+flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"], "Distribution.")
+flags.DEFINE_integer("seed", 0, "Random seed (initialization, shuffling, augmentation).")
+flags.DEFINE_bool("deterministic", False, "Op determinism: bit-identical reruns and resumes.")
+flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+flags.DEFINE_bool("export", False, "Also write model.tflite.")
+
+FLAGS = flags.FLAGS
+
+
+def _fail(message):
+    print(f"train.py: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(error)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    # Imported here, so that a mistyped flag is reported before TensorFlow starts.
+    import input_pipeline
+    import training
+
+    try:
+        training.run(FLAGS)
+    except (training.UsageError, input_pipeline.DatasetNotFoundError) as error:
+        _fail(error)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
