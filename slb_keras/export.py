@@ -15,7 +15,8 @@ weights W_h = v[argmax_k A_k]. This module turns a trained SLB model into
   (m - 1) * W_h with per-tensor scale exactly float32(1 / (m - 1)), zero point 0,
   read by a DEQUANTIZE op. DEQUANTIZE computes q * float32(1 / (m - 1)), which is
   `slb_keras.value_set(b)` bit for bit, so the convolution runs in float32 on
-  exactly W_h: the TFLite model computes what the Keras model computes.
+  exactly W_h: the TFLite model computes what the Keras model computes. (8-bit
+  kernels, +-255, are int16 with scale 1/255 the same way.)
 - `export_packed` / `load_packed` (in `slb_keras.packed`): b-bit codes, the
   true 32/b compression.
 
@@ -103,7 +104,8 @@ def to_inference_model(model, fold_batch_norm=False):
     (the hard ones once calibrated). Other stock Keras layers and ops are cloned
     with their weights; nested Sequential/Functional models are converted too.
     The result saves to `.keras` and loads in safe mode with no slb_keras class,
-    and its `predict` equals the model's `predict` (training=False).
+    and computes what the model computes with training=False (the same kernels
+    and ops: bit-equal outputs when both run eagerly).
 
     Args:
         model: a built Sequential or Functional Keras model (subclassed models
@@ -147,8 +149,8 @@ def _inference_model(model):
     _check_model(model)
     if not slb_layers_module.slb_layers(model):
         warnings.warn(
-            f"Model {model.name!r} has no SLB layers: it is exported as a "
-            "full-precision model.",
+            f"Model {model.name!r} has no SLB layers: its inference model and "
+            "exports are full precision.",
             stacklevel=3,
         )
     kernels = []
@@ -158,25 +160,21 @@ def _inference_model(model):
 def _check_model(model):
     if not isinstance(model, keras.Model):
         raise ValueError(f"Invalid model={model!r}: expected a Keras model.")
-    if not model.built or not _is_graph_model(model):
-        if not _is_graph_model(model):
-            raise ValueError(
-                f"Invalid model={model.name!r} ({type(model).__name__}): expected a "
-                "Sequential or Functional model; a subclassed model cannot be "
-                "rebuilt layer by layer."
-            )
+    if not _is_graph_model(model):
         raise ValueError(
-            f"Invalid model={model.name!r}: the model is not built; call it on data "
-            "or build it (e.g. keras.Input as its first layer) before exporting."
+            f"Invalid model={model.name!r} ({type(model).__name__}): expected a "
+            "Sequential or Functional model; a subclassed model cannot be rebuilt "
+            "layer by layer."
         )
-    if isinstance(model, keras.Sequential):
-        try:
-            model.inputs  # noqa: B018 - raises for a Sequential built without shape
-        except (AttributeError, ValueError) as error:
-            raise ValueError(
-                f"Invalid model={model.name!r}: the model has no input shape; "
-                "start it with keras.Input(shape) before exporting."
-            ) from error
+    try:
+        built = model.built and bool(model.inputs)
+    except (AttributeError, ValueError):  # a Sequential with no input shape
+        built = False
+    if not built:
+        raise ValueError(
+            f"Invalid model={model.name!r}: the model is not built; start it with "
+            "keras.Input(shape) or call it on data before exporting."
+        )
 
 
 def _is_graph_model(model):
@@ -297,9 +295,8 @@ def _quantizer_ops(quantizer, owner=None):
             return ops.add(clipped, ops.subtract(rounded, clipped))
 
         return pact
-    if type(quantizer).__module__.startswith("keras."):
-        clone = type(quantizer).from_config(quantizer.get_config())
-        return clone
+    if type(quantizer).__module__.startswith("keras.") and not quantizer.weights:
+        return type(quantizer).from_config(quantizer.get_config())
     where = f" (input_quantizer of {owner.name!r})" if owner is not None else ""
     raise _unsupported(quantizer, f"unknown activation quantizer{where}")
 
@@ -393,9 +390,9 @@ def export_tflite(model, path, quantize_full_precision=False):
     """Writes the hard-quantized network as a TFLite flatbuffer.
 
     Every SLB kernel is an int8 constant holding (m - 1) * W_h (odd integers)
-    with per-tensor scale exactly float32(1 / (m - 1)) and zero point 0, read by
-    a DEQUANTIZE op, so the model computes in float32 with exactly W_h (see the
-    module docstring). Only builtin TFLite ops are used. Run the file with
+    with per-tensor scale exactly float32(1 / (m - 1)) and zero point 0 (int16
+    for wbits=8), read by a DEQUANTIZE op, so the model computes in float32 with
+    exactly W_h (see the module docstring). Only builtin TFLite ops are used. Run the file with
     `ai_edge_litert.interpreter.Interpreter`.
 
     Args:
@@ -425,9 +422,16 @@ def export_tflite(model, path, quantize_full_precision=False):
     data = _tflite_flatbuffer(inference, kernels, quantize_full_precision)
     packed._write_atomic(path, data)
     return packed._size_report(
-        path, "tflite", inference, kernels, stored=lambda n, bits: n if bits <= 8 else 4 * n,
+        path, "tflite", inference, kernels, stored=_tflite_bytes,
         float_bits=8 if quantize_full_precision else 32,
     )
+
+
+def _tflite_bytes(n, bits, slb):
+    """Bytes of an n-weight kernel in the TFLite file."""
+    if slb:
+        return n if bits <= 7 else 2 * n  # int8, or int16 for 8 bits
+    return n if bits == 8 else 4 * n  # int8 dynamic range, or float32
 
 
 def _tflite_flatbuffer(inference, kernels, quantize_full_precision):
@@ -460,17 +464,20 @@ def _tflite_flatbuffer(inference, kernels, quantize_full_precision):
             if quantize_full_precision:
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
             data = converter.convert()
-    int8_kernels = [
-        _Int8Kernel(
+    integer_kernels = [
+        _IntegerKernel(
             input_name=f"slb_kernel_{i}",
             name=f"{entry.layer.name}/kernel",
-            integers=value_sets.integer_values(entry.wbits)[codes].astype(np.int8),
+            # int8 holds (m - 1) * V for up to 7 bits; 8 bits (+-255) need int16.
+            integers=value_sets.integer_values(entry.wbits)[codes].astype(
+                np.int8 if entry.wbits <= 7 else np.int16
+            ),
             scale=np.float32(1.0 / (2**entry.wbits - 1)),
         )
         for i, (entry, (codes, _)) in enumerate(zip(kernels, layouts))
     ]
-    data = _insert_int8_kernels(data, int8_kernels, [x.name for x in inputs])
-    _check_int8_kernels(data, int8_kernels)
+    data = _insert_integer_kernels(data, integer_kernels, [x.name for x in inputs])
+    _check_integer_kernels(data, integer_kernels)
     return data
 
 
@@ -522,15 +529,26 @@ _KERNEL_CONSUMERS = (
     "FULLY_CONNECTED",
     "BATCH_MATMUL",
 )
-_DEQUANTIZE_INT8_VERSION = 2  # TFLite op version of DEQUANTIZE with an int8 input
+# TFLite op versions of DEQUANTIZE by input type (tflite/tools/versioning/op_version.cc).
+_DEQUANTIZE_VERSIONS = {"int8": 2, "int16": 3}
 
 
 @dataclasses.dataclass(frozen=True)
-class _Int8Kernel:
+class _IntegerKernel:
     input_name: str  # the converted function's input that carried the kernel
-    name: str  # name of the dequantized float tensor; the int8 one adds "_int8"
-    integers: np.ndarray  # int8 (m - 1) * W_h, in the fed layout
+    name: str  # name of the dequantized float tensor
+    integers: np.ndarray  # int8 (int16 for 8 bits) (m - 1) * W_h, in the fed layout
     scale: np.float32  # float32(1 / (m - 1))
+
+    @property
+    def stored_name(self):
+        """Name of the integer tensor, e.g. "conv/kernel_int8"."""
+        return f"{self.name}_{self.integers.dtype.name}"
+
+
+def _tensor_types():
+    schema, _ = _schema()
+    return {"int8": schema.TensorType.INT8, "int16": schema.TensorType.INT16}
 
 
 def _schema():
@@ -570,7 +588,7 @@ def _constant(model, tensor):
     return np.frombuffer(bytes(np.asarray(data, np.uint8)), dtypes[tensor.type])
 
 
-def _insert_int8_kernels(data, kernels, input_names):
+def _insert_integer_kernels(data, kernels, input_names):
     """Turns each kernel input of the converted model into int8 + DEQUANTIZE."""
     schema, flatbuffer_utils = _schema()
     model = flatbuffer_utils.convert_bytearray_to_object(data)
@@ -580,7 +598,8 @@ def _insert_int8_kernels(data, kernels, input_names):
         re.sub(r"^serving_default_|:\d+$", "", graph.tensors[i].name.decode()): int(i)
         for i in graph.inputs
     }
-    dequantize = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE, _DEQUANTIZE_INT8_VERSION)
+    version = max([_DEQUANTIZE_VERSIONS[k.integers.dtype.name] for k in kernels], default=2)
+    dequantize = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE, version)
     added, removed = [], set()
     for kernel in kernels:
         if kernel.input_name not in inputs:
@@ -595,13 +614,13 @@ def _insert_int8_kernels(data, kernels, input_names):
         quantization = schema.QuantizationParametersT()
         quantization.scale = [float(kernel.scale)]  # a float32 value: stored exactly
         quantization.zeroPoint = [0]
-        int8 = schema.TensorT()
-        int8.shape = np.array(kernel.integers.shape, np.int32)
-        int8.type = schema.TensorType.INT8
-        int8.buffer = len(model.buffers) - 1
-        int8.name = f"{kernel.name}_int8".encode()
-        int8.quantization = quantization
-        graph.tensors.append(int8)
+        stored = schema.TensorT()
+        stored.shape = np.array(kernel.integers.shape, np.int32)
+        stored.type = _tensor_types()[kernel.integers.dtype.name]
+        stored.buffer = len(model.buffers) - 1
+        stored.name = kernel.stored_name.encode()
+        stored.quantization = quantization
+        graph.tensors.append(stored)
         graph.tensors[index].name = kernel.name.encode()
         graph.tensors[index].shapeSignature = None
         op = schema.OperatorT()
@@ -650,9 +669,8 @@ def _fold_layout_ops(model, graph, dequantize):
         name = _op_name(model, op)
         if name not in _LAYOUT_OPS or int(op.inputs[0]) != out:
             return
-        int8 = graph.tensors[int(dequantize.inputs[0])]
-        codes = np.frombuffer(bytes(model.buffers[int8.buffer].data), np.int8)
-        codes = codes.reshape(tuple(int8.shape))
+        stored = graph.tensors[int(dequantize.inputs[0])]
+        codes = _stored_integers(model, stored).reshape(tuple(stored.shape))
         if name == "TRANSPOSE":
             perm = _constant(model, graph.tensors[int(op.inputs[1])])
             if perm is None:
@@ -663,32 +681,44 @@ def _fold_layout_ops(model, graph, dequantize):
             if shape is None or np.any(np.asarray(shape) < 0):
                 return
             codes = codes.reshape(tuple(shape))
-        model.buffers[int8.buffer].data = np.ascontiguousarray(codes).view(np.uint8).ravel()
-        int8.shape = np.array(codes.shape, np.int32)
+        model.buffers[stored.buffer].data = np.ascontiguousarray(codes).view(np.uint8).ravel()
+        stored.shape = np.array(codes.shape, np.int32)
         result = int(op.outputs[0])
         graph.tensors[result].name = graph.tensors[out].name
         dequantize.outputs = np.array([result], np.int32)
         graph.operators.remove(op)
 
 
-def _check_int8_kernels(data, kernels):
-    """Reads the edited flatbuffer back: each SLB kernel int8, exact, used."""
+def _stored_integers(model, tensor):
+    dtype = {v: k for k, v in _tensor_types().items()}[tensor.type]
+    return np.frombuffer(bytes(np.asarray(model.buffers[tensor.buffer].data, np.uint8)), dtype)
+
+
+def _check_integer_kernels(data, kernels):
+    """Reads the edited flatbuffer back: each SLB kernel integer, exact, used.
+
+    The stored integers times the stored scale (what DEQUANTIZE computes) must be
+    the kernel's values W_h, bit for bit (as a multiset: the layout changed), and
+    DEQUANTIZE must feed a convolution or matmul.
+    """
     schema, flatbuffer_utils = _schema()
     model = flatbuffer_utils.convert_bytearray_to_object(data)
     graph = model.subgraphs[0]
     by_name = {tensor.name.decode(): i for i, tensor in enumerate(graph.tensors)}
     for kernel in kernels:
-        index = by_name.get(f"{kernel.name}_int8")
+        index = by_name.get(kernel.stored_name)
         tensor = graph.tensors[index] if index is not None else None
         ok = (
             tensor is not None
-            and tensor.type == schema.TensorType.INT8
-            and list(tensor.quantization.scale) == [float(kernel.scale)]
+            and tensor.type == _tensor_types()[kernel.integers.dtype.name]
             and list(tensor.quantization.zeroPoint) == [0]
+            and len(tensor.quantization.scale) == 1
         )
         if ok:
-            stored = np.frombuffer(bytes(model.buffers[tensor.buffer].data), np.int8)
-            ok = np.array_equal(np.sort(stored), np.sort(kernel.integers.ravel()))
+            scale = np.float32(tensor.quantization.scale[0])
+            dequantized = _stored_integers(model, tensor).astype(np.float32) * scale
+            expected = kernel.integers.ravel().astype(np.float32) * kernel.scale
+            ok = np.array_equal(np.sort(dequantized), np.sort(expected))
             readers = [op for op in graph.operators if index in op.inputs]
             ok = ok and len(readers) == 1 and _op_name(model, readers[0]) == "DEQUANTIZE"
             if ok:
@@ -697,7 +727,7 @@ def _check_int8_kernels(data, kernels):
                 ok = bool(users) and all(user in _KERNEL_CONSUMERS for user in users)
         if not ok:
             raise RuntimeError(
-                f"The TFLite model does not hold {kernel.name!r} as exact int8 codes "
+                f"The TFLite model does not hold {kernel.name!r} as exact integer codes "
                 "read by DEQUANTIZE into a convolution or matmul; nothing was written."
             )
 
@@ -744,9 +774,17 @@ def main(argv=None):
             report = export_tflite(model, args.out, args.quantize_full_precision)
             if args.packed is not None:
                 packed_report = packed.export_packed(model, args.packed)
+        notices = []
         for warning in caught:
-            if issubclass(warning.category, UserWarning) and "SLB" in str(warning.message):
-                print(f"notice: {warning.message}", file=sys.stderr)
+            if "has no SLB layers" in str(warning.message):
+                if str(warning.message) not in notices:
+                    notices.append(str(warning.message))
+            else:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        for notice in notices:
+            print(f"notice: {notice}", file=sys.stderr)
     except (ValueError, OSError) as error:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
     print(report)

@@ -59,6 +59,8 @@ FORMAT = "slb_keras.packed"
 VERSION = 1
 _MANIFEST = "manifest.json"
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
+# The TFLite converter's dynamic-range quantization leaves smaller weights float.
+_DYNAMIC_RANGE_MIN_WEIGHTS = 1024
 
 
 # -- bit packing -------------------------------------------------------------------
@@ -185,7 +187,7 @@ def export_packed(model, path):
             archive.writestr(zipfile.ZipInfo(name, date_time=_DATE_TIME), data)
     _write_atomic(path, buffer.getvalue())
     return _size_report(
-        path, "packed", inference, kernels, stored=lambda n, bits: math.ceil(n * bits / 8)
+        path, "packed", inference, kernels, stored=lambda n, bits, slb: math.ceil(n * bits / 8)
     )
 
 
@@ -264,7 +266,8 @@ class LayerExport:
         values: the distinct values of W_h in use (empty for float kernels).
         float32_bytes: 4 * num_weights.
         stored_bytes: bytes the kernel takes in the exported file.
-        packed_bytes: ceil(num_weights * bits / 8), the ideal packed size.
+        packed_bytes: the size in the packed file: ceil(num_weights * bits / 8)
+            for an SLB kernel, 4 * num_weights for a full-precision one.
     """
 
     name: str
@@ -324,6 +327,8 @@ class ExportReport:
 
 def _format_values(values, bits):
     m1 = 2**bits - 1
+    if len(values) > 8:
+        return f"{len(values)} of the {m1 + 1} values"
     integers = ", ".join(str(int(round(v * m1))) for v in values)
     return f"{{{integers}}}" + (f"/{m1}" if m1 > 1 else "")
 
@@ -344,7 +349,8 @@ def _size_report(path, fmt, inference, kernels, stored, float_bits=32):
             bits, name, kind = entry.wbits, entry.source, entry.kind
         else:
             values, name, kind = (), layer.name, type(layer).__name__
-            bits = float_bits if (float_bits == 8 and n >= 1024) else 32
+            quantized = float_bits == 8 and n >= _DYNAMIC_RANGE_MIN_WEIGHTS
+            bits = 8 if quantized else 32
         rows.append(
             LayerExport(
                 name=name,
@@ -353,8 +359,8 @@ def _size_report(path, fmt, inference, kernels, stored, float_bits=32):
                 num_weights=n,
                 values=values,
                 float32_bytes=4 * n,
-                stored_bytes=stored(n, bits),
-                packed_bytes=math.ceil(n * bits / 8),
+                stored_bytes=stored(n, bits, entry is not None),
+                packed_bytes=math.ceil(n * bits / 8) if entry is not None else 4 * n,
             )
         )
     total = int(inference.count_params())

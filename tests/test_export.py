@@ -5,7 +5,9 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
+from unittest import mock
 
 import keras
 import numpy as np
@@ -113,22 +115,88 @@ def run_tflite(path, x):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def assert_tflite_matches(model, path, inputs):
+def threshold_margins(model, x):
+    """Per sample: how close any activation-quantizer input comes to a rounding threshold.
+
+    The distance of each quantizer input to its nearest threshold (0 for the sign,
+    (k + 1/2) steps for DoReFa and PACT), relative to the largest magnitude of that
+    input in the batch, minimized over all quantizers and elements of the sample.
+    """
+    records = []
+    classes = (slb_keras.ActivationQuantizer, slb_keras.PACTQuantizer)
+    originals = {cls: cls.call for cls in classes}
+
+    def recording(cls):
+        def call(self, inputs, *args, **kwargs):
+            records.append((self, keras.ops.convert_to_numpy(inputs)))
+            return originals[cls](self, inputs, *args, **kwargs)
+
+        return call
+
+    with mock.patch.object(classes[0], "call", recording(classes[0])), mock.patch.object(
+        classes[1], "call", recording(classes[1])
+    ):
+        model(x, training=False)
+    margins = np.full(len(x), np.inf)
+    for quantizer, values in records:
+        if quantizer.bits == 32:
+            continue
+        if quantizer.bits == 1 and not isinstance(quantizer, slb_keras.PACTQuantizer):
+            distance = np.abs(values)
+        else:
+            top = max(float(quantizer.alpha.numpy()), 1e-3) if hasattr(quantizer, "alpha") else 1.0
+            step = top / (2**quantizer.bits - 1)
+            steps = np.clip(values, 0.0, top) / step
+            distance = np.abs(steps - np.floor(steps) - 0.5) * step
+        relative = distance / max(float(np.abs(values).max()), 1e-12)
+        margins = np.minimum(margins, relative.reshape(len(x), -1).min(axis=1))
+    return margins
+
+
+def has_quantized_activations(model):
+    return any(
+        getattr(layer, "bits", 32) != 32
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, (slb_keras.ActivationQuantizer, slb_keras.PACTQuantizer))
+    )
+
+
+def assert_tflite_matches(model, path, inputs, tolerance=1e-4):
+    """TFLite == Keras predict: error <= tolerance of the output scale, same top-1.
+
+    Both compute in float32 with exactly the same weights, but in different orders
+    (XNNPACK vs TensorFlow kernels), so they differ by rounding (~1e-7 of the output
+    scale). With quantized activations, an activation within that rounding of a
+    threshold (a sign input of 6e-8, a DoReFa input at k + 1/2 steps) can be quantized
+    the other way, which changes that sample's output. Keras's own float TFLite
+    conversion of the same network shows the same (more often: 24 vs 4 samples of
+    359 for VGG-Small W4A4). So with quantized activations only such samples may
+    differ, rarely (at most 5% of them, with at most 1% or one top-1 change); without,
+    every sample must match.
+    """
+    quantized = has_quantized_activations(model)
     for x in inputs:
         expected = model.predict(x, verbose=0)
         actual = run_tflite(path, x)
-        error = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
-        assert error <= 1e-4, error
-        np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
+        errors = np.max(np.abs(actual - expected), axis=-1) / np.max(np.abs(expected))
+        wrong = errors > tolerance
+        flipped = actual.argmax(-1) != expected.argmax(-1)
+        if not quantized:
+            assert not wrong.any() and not flipped.any(), (errors.max(), flipped.sum())
+        elif wrong.any() or flipped.any():
+            margins = threshold_margins(model, x)
+            assert np.all(margins[wrong | flipped] < 1e-6), margins[wrong | flipped]
+            assert wrong.sum() <= max(2, math.ceil(0.05 * len(x))), (wrong.sum(), len(x))
+            assert flipped.sum() <= max(1, len(x) // 100), (flipped.sum(), len(x))
 
 
 def int8_tensors(path):
-    """name -> (int8 array, scales, zero points), read back with the LiteRT interpreter."""
+    """name -> (int8/int16 array, scales, zero points), read back with the LiteRT interpreter."""
     interpreter = Interpreter(model_path=os.fspath(path))
     interpreter.allocate_tensors()
     found = {}
     for detail in interpreter.get_tensor_details():
-        if detail["dtype"] == np.int8:
+        if detail["dtype"] in (np.int8, np.int16):
             params = detail["quantization_parameters"]
             found[detail["name"]] = (
                 interpreter.get_tensor(detail["index"]),
@@ -156,13 +224,14 @@ def assert_exact_int8_kernels(model, path):
     assert layers
     for layer in layers:
         m1 = 2**layer.wbits - 1
-        values, scales, zero_points = tensors[f"{layer.name}/kernel_int8"]
+        dtype = np.int8 if layer.wbits <= 7 else np.int16  # 8 bits: +-255
+        values, scales, zero_points = tensors[f"{layer.name}/kernel_{dtype.__name__}"]
         hard = tflite_layout(layer, layer.hard_kernel().numpy())
-        assert values.dtype == np.int8
+        assert values.dtype == dtype
         np.testing.assert_array_equal(scales, [np.float32(1.0 / m1)])
         np.testing.assert_array_equal(zero_points, [0])
         # The stored integers are (m-1) W_h, and dequantize to W_h bit for bit.
-        np.testing.assert_array_equal(values, np.rint(hard * m1).astype(np.int8))
+        np.testing.assert_array_equal(values, np.rint(hard * m1).astype(dtype))
         np.testing.assert_array_equal(values.astype(np.float32) * scales[0].astype(np.float32), hard)
 
 
@@ -293,8 +362,16 @@ def dense_exports(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("wbits", WBITS)
-@pytest.mark.parametrize("abits", ABITS)
+# The whole grid; the pairs outside a covering set run with the slow tests.
+COVERING_BITS = [(1, 1), (2, 2), (4, 4), (2, 32)]
+GRID = [
+    pytest.param(w, a, marks=() if (w, a) in COVERING_BITS else pytest.mark.slow)
+    for w in WBITS
+    for a in ABITS
+]
+
+
+@pytest.mark.parametrize("wbits,abits", GRID)
 def test_tflite_dense_model_is_exact(wbits, abits, dense_exports, digits):
     model, report = dense_exports(wbits, abits)
     assert_tflite_matches(model, report.path, digits)
@@ -340,8 +417,27 @@ def test_kernel_without_extreme_values_keeps_scale_one_over_m_minus_1(tmp_path):
     assert_exact_int8_kernels(model, report.path)
     values, _, _ = int8_tensors(report.path)["slb/kernel_int8"]
     assert set(np.unique(values)) == {-1, 1}
+    assert "{-1, 1}/3" in str(report)
     x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
     np.testing.assert_allclose(run_tflite(report.path, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("wbits", [3, 7, 8])
+def test_wide_kernels_are_exact(wbits, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 7 and 8 bits warn about training memory
+        model = keras.Sequential([
+            keras.Input((6, 6, 3)),
+            slb_keras.SLBConv2D(4, 3, wbits=wbits, input_quantizer="dorefa4"),
+            keras.layers.Flatten(),
+            slb_keras.SLBDense(5, wbits=wbits),
+        ])
+    report = slb_keras.export_tflite(model, tmp_path / "model.tflite")
+    assert_exact_int8_kernels(model, report.path)
+    x = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    assert_tflite_matches(model, report.path, [x])
+    rows = {row.kind: row for row in report.layers}
+    assert rows["SLBDense"].stored_bytes == 64 * 5 * (1 if wbits <= 7 else 2)  # 4x4x4 inputs
 
 
 def test_full_precision_layers_stay_float_unless_asked(dense_exports, tmp_path, digits):
@@ -383,7 +479,7 @@ def test_report_matches_the_file(dense_exports):
     assert report.packed_bytes == slb_weights // 2 + report.float32_bytes - 4 * slb_weights
     text = str(report)
     assert all(name in text for name in rows) and str(report.file_bytes) in text
-    assert "/15" in text
+    assert "of the 16 values" in text
 
 
 # -- packed -----------------------------------------------------------------------------------
@@ -572,3 +668,71 @@ def test_python_dash_m_entry_point(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("python -m slb_keras.export: error:")
     assert "none.keras" in result.stderr
+
+
+# -- the paper's networks (models/), at reduced resolution --------------------------------------
+
+MODEL_SHAPES = {
+    "vgg_small": dict(input_shape=(16, 16, 3)),
+    "resnet20": dict(input_shape=(16, 16, 3)),  # PACT activations
+    "resnet18": dict(input_shape=(32, 32, 3), width_multiplier=0.25),
+}
+
+
+@pytest.fixture(scope="module")
+def network_exports(tmp_path_factory):
+    """export(name, wbits, abits) -> (model, TFLite report), each network exported once."""
+    from models import get_model
+
+    directory = tmp_path_factory.mktemp("networks")
+    cache = {}
+
+    def get(name, wbits, abits):
+        if (name, wbits, abits) not in cache:
+            keras.utils.set_random_seed(wbits * 10 + abits)
+            model = get_model(name, method="slb", wbits=wbits, abits=abits, **MODEL_SHAPES[name])
+            _randomize_batch_norms(model, seed=wbits * 10 + abits)
+            report = slb_keras.export_tflite(model, directory / f"{name}_w{wbits}a{abits}.tflite")
+            cache[name, wbits, abits] = model, report
+        return cache[name, wbits, abits]
+
+    return get
+
+
+def network_inputs(name):
+    size = MODEL_SHAPES[name]["input_shape"][0]
+    (_, _), (x_test, _) = load_digits(image_size=size, channels=3)
+    noise = np.random.default_rng(2).normal(0.5, 1.0, size=(32, size, size, 3)).astype("float32")
+    return x_test, noise
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wbits,abits", COVERING_BITS)
+@pytest.mark.parametrize("name", sorted(MODEL_SHAPES))
+def test_tflite_networks_are_exact(name, wbits, abits, network_exports):
+    model, report = network_exports(name, wbits, abits)
+    assert_tflite_matches(model, report.path, network_inputs(name))
+    assert_exact_int8_kernels(model, report.path)
+    assert report.file_bytes == os.path.getsize(report.path)
+
+
+@pytest.mark.slow
+def test_vgg_small_sizes(network_exports, tmp_path):
+    import tensorflow as tf
+
+    model, report = network_exports("vgg_small", 1, 1)
+    converter = tf.lite.TFLiteConverter.from_keras_model(slb_keras.to_inference_model(model))
+    float_tflite = tmp_path / "float.tflite"
+    float_tflite.write_bytes(converter.convert())
+    float_bytes = os.path.getsize(float_tflite)
+    assert report.file_bytes == os.path.getsize(report.path)
+    assert report.file_bytes <= 0.27 * float_bytes, (report.file_bytes, float_bytes)
+    packed_report = slb_keras.export_packed(model, tmp_path / "vgg.slb")
+    assert packed_report.file_bytes == os.path.getsize(tmp_path / "vgg.slb")
+    assert packed_report.file_bytes <= 0.05 * float_bytes, (packed_report.file_bytes, float_bytes)
+    # The report's totals agree with each other and with the model.
+    slb = [row for row in report.layers if row.kind.startswith("SLB")]
+    assert len(slb) == 5 and all(row.bits == 1 and row.values == (-1.0, 1.0) for row in slb)
+    assert sum(row.stored_bytes for row in slb) == sum(row.num_weights for row in slb)
+    assert report.float32_bytes == 4 * slb_keras.to_inference_model(model).count_params()
+    assert packed_report.packed_bytes == report.packed_bytes < packed_report.file_bytes
