@@ -673,7 +673,7 @@ def test_python_dash_m_entry_point(tmp_path):
 # -- the paper's networks (models/), at reduced resolution --------------------------------------
 
 MODEL_SHAPES = {
-    "vgg_small": dict(input_shape=(16, 16, 3)),
+    "vgg_small": dict(input_shape=(16, 16, 3), width_multiplier=0.5),  # full width: sizes
     "resnet20": dict(input_shape=(16, 16, 3)),  # PACT activations
     "resnet18": dict(input_shape=(32, 32, 3), width_multiplier=0.25),
 }
@@ -717,10 +717,13 @@ def test_tflite_networks_are_exact(name, wbits, abits, network_exports):
 
 
 @pytest.mark.slow
-def test_vgg_small_sizes(network_exports, tmp_path):
+def test_vgg_small_sizes(tmp_path):
     import tensorflow as tf
+    from models import get_model
 
-    model, report = network_exports("vgg_small", 1, 1)
+    keras.utils.set_random_seed(0)
+    model = get_model("vgg_small", method="slb", wbits=1, abits=1, input_shape=(16, 16, 3))
+    report = slb_keras.export_tflite(model, tmp_path / "vgg.tflite")
     converter = tf.lite.TFLiteConverter.from_keras_model(slb_keras.to_inference_model(model))
     float_tflite = tmp_path / "float.tflite"
     float_tflite.write_bytes(converter.convert())
@@ -736,3 +739,4 @@ def test_vgg_small_sizes(network_exports, tmp_path):
     assert sum(row.stored_bytes for row in slb) == sum(row.num_weights for row in slb)
     assert report.float32_bytes == 4 * slb_keras.to_inference_model(model).count_params()
     assert packed_report.packed_bytes == report.packed_bytes < packed_report.file_bytes
+    assert_exact_int8_kernels(model, report.path)
