@@ -144,8 +144,12 @@ def to_inference_model(model, fold_batch_norm=False):
     return inference
 
 
-def _inference_model(model):
-    """(inference model, [_SLBKernel]) for `model`, validated."""
+def _inference_model(model, float32=False):
+    """(inference model, [_SLBKernel]) for `model`, validated.
+
+    With `float32`, layers with a float16/bfloat16 (mixed) dtype policy compute in
+    float32 (their variables are float32 already), as TFLite's builtin ops need.
+    """
     _check_model(model)
     if not slb_layers_module.slb_layers(model):
         warnings.warn(
@@ -154,7 +158,7 @@ def _inference_model(model):
             stacklevel=3,
         )
     kernels = []
-    return _convert_graph(model, kernels), kernels
+    return _convert_graph(model, kernels, float32), kernels
 
 
 def _check_model(model):
@@ -203,24 +207,32 @@ def _rebuild(model, replacement):
     )
 
 
-def _convert_graph(model, kernels):
+def _convert_graph(model, kernels, float32):
     copies = []  # (new layer, weights to set once it is built)
+
+    def config_of(op):
+        config = op.get_config()
+        dtype = config.get("dtype")
+        name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+        if float32 and isinstance(name, str) and "float16" in name:  # also bfloat16, mixed_*
+            config["dtype"] = "float32"
+        return config
 
     def replacement(op):
         if isinstance(op, slb_layers_module.SLBLayerMixin):
-            return _replace_slb_layer(op, kernels, copies)
+            return _replace_slb_layer(op, config_of(op), kernels, copies)
         if isinstance(op, (quantizers.ActivationQuantizer, quantizers.PACTQuantizer)):
             quantize = _quantizer_ops(op)
             return lambda inputs, **kwargs: quantize(inputs)
         if _is_graph_model(op):
-            return _convert_graph(op, kernels)
+            return _convert_graph(op, kernels, float32)
         if isinstance(op, normalization.StateBatchNormalization):
-            return _replace_state_batch_norm(op, copies)
+            return _replace_state_batch_norm(op, config_of(op), copies)
         if isinstance(op, keras.Model):
             raise _unsupported(op, "a subclassed model cannot be rebuilt layer by layer")
         if not type(op).__module__.startswith("keras."):
             raise _unsupported(op, "it is not a Keras or slb_keras layer")
-        clone = type(op).from_config(op.get_config())
+        clone = type(op).from_config(config_of(op))
         if isinstance(op, keras.layers.Layer):
             copies.append((clone, op.get_weights()))
         return clone
@@ -246,8 +258,8 @@ def _stock_class(layer):
     raise _unsupported(layer, "no stock Keras layer class among its bases")
 
 
-def _replace_slb_layer(layer, kernels, copies):
-    config = {k: v for k, v in layer.get_config().items() if k not in _SLB_CONFIG_KEYS}
+def _replace_slb_layer(layer, config, kernels, copies):
+    config = {k: v for k, v in config.items() if k not in _SLB_CONFIG_KEYS}
     stock = _stock_class(layer).from_config(config)
     hard = ops.convert_to_numpy(layer.hard_kernel())
     weights = [hard] + ([ops.convert_to_numpy(layer.bias)] if layer.use_bias else [])
@@ -301,9 +313,9 @@ def _quantizer_ops(quantizer, owner=None):
     raise _unsupported(quantizer, f"unknown activation quantizer{where}")
 
 
-def _replace_state_batch_norm(layer, copies):
+def _replace_state_batch_norm(layer, config, copies):
     allowed = keras.layers.BatchNormalization().get_config().keys()
-    config = {k: v for k, v in layer.get_config().items() if k in allowed}
+    config = {k: v for k, v in config.items() if k in allowed}
     batch_norm = keras.layers.BatchNormalization.from_config(config)
     mean, variance = layer.inference_statistics()
     weights = [w for w in (layer.gamma, layer.beta) if w is not None] + [mean, variance]
@@ -402,7 +414,8 @@ def export_tflite(model, path, quantize_full_precision=False):
             file behind and an existing file unchanged).
         quantize_full_precision: if True, the full-precision kernels (first and
             last layer, ...) become int8 dynamic-range weights (not exact); by
-            default they stay float32.
+            default they stay float32. A mixed-precision model is exported
+            computing in float32 (its variables are float32 already).
 
     Returns:
         An `ExportReport`; `str(report)` is a readable table.
@@ -418,7 +431,7 @@ def export_tflite(model, path, quantize_full_precision=False):
     >>> print(report)  # doctest: +SKIP
     """
     path = packed._check_output_path(path, "path")
-    inference, kernels = _inference_model(model)
+    inference, kernels = _inference_model(model, float32=True)
     data = _tflite_flatbuffer(inference, kernels, quantize_full_precision)
     packed._write_atomic(path, data)
     return packed._size_report(

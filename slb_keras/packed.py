@@ -129,6 +129,8 @@ def export_packed(model, path):
     """Writes the hard-quantized network with b-bit codes for every SLB kernel.
 
     See the module docstring for the format; `load_packed` reads it back.
+    Layers of a mixed-precision model are stored computing in float32, as in
+    `export_tflite`.
 
     Args:
         model: a built Sequential/Functional model with SLB layers (a model
@@ -150,7 +152,7 @@ def export_packed(model, path):
     from slb_keras import export  # export imports this module
 
     path = _check_output_path(path, "path")
-    inference, kernels = export._inference_model(model)
+    inference, kernels = export._inference_model(model, float32=True)
     by_variable = {id(entry.layer.kernel): entry for entry in kernels}
     entries, members = [], []
     for i, variable in enumerate(inference.weights):

@@ -440,6 +440,28 @@ def test_wide_kernels_are_exact(wbits, tmp_path):
     assert rows["SLBDense"].stored_bytes == 64 * 5 * (1 if wbits <= 7 else 2)  # 4x4x4 inputs
 
 
+def test_mixed_precision_model_exports_in_float32(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([
+            keras.Input((8, 8, 3)),
+            slb_keras.SLBConv2D(4, 3, wbits=2, input_quantizer="dorefa2"),
+            slb_keras.StateBatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, dtype="float32"),
+        ])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # TFLite's builtin ops are float32: both exports compute in float32.
+    report = slb_keras.export_tflite(model, tmp_path / "model.tflite")
+    assert_exact_int8_kernels(model, report.path)
+    slb_keras.export_packed(model, tmp_path / "model.slb")
+    float32_model = slb_keras.load_packed(tmp_path / "model.slb")
+    assert all(layer.compute_dtype == "float32" for layer in float32_model.layers)
+    x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+    assert_tflite_matches(float32_model, report.path, [x])
+
+
 def test_full_precision_layers_stay_float_unless_asked(dense_exports, tmp_path, digits):
     model, report = dense_exports(2, 32)
     slb_names = {f"{layer.name}/kernel_int8" for layer in slb_keras.slb_layers(model)}
