@@ -9,7 +9,7 @@ Example:
 
     python benchmarks/accuracy.py --dataset=digits --model=vgg_small \
         --width_multiplier=0.25 --epochs=6 --seeds=0,1,2 --wa=1/1,2/2,4/4 \
-        --temperature_end=200 --out=runs/accuracy_digits.json
+        --temperature_end=200 --temperature_end_fraction=0.6 --out=runs/accuracy_digits.json
 """
 
 import argparse
@@ -49,6 +49,9 @@ def _parse(argv):
     parser.add_argument("--temperature_end", type=float, default=None,
                         help="slb: final tau (default: the model's recipe, 10; short budgets "
                              "need a larger one so the soft kernel is discrete at the end)")
+    parser.add_argument("--temperature_end_fraction", type=float, default=None,
+                        help="slb: fraction of training where tau reaches its end value "
+                             "(default: the recipe's, 0.9 for vgg_small)")
     parser.add_argument("--out", default=None, help="JSON output path")
     args = parser.parse_args(argv)
     if args.epochs <= 0 or args.batch_size <= 0:
@@ -75,6 +78,7 @@ def _run_one(args, method, wbits, abits, seed, workdir):
         verbose=0,
         temperature_start=args.temperature_start,
         temperature_end=args.temperature_end,
+        temperature_end_fraction=args.temperature_end_fraction,
     )
     start = time.perf_counter()
     summary = training.run(config)
