@@ -23,6 +23,7 @@ The strategy scope wraps only the model, the optimizer and `compile` (as in
 tensorflow/models `mnist_main.py`); the batch size is global.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -456,6 +457,43 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     return callbacks
 
 
+@contextlib.contextmanager
+def _keras_multi_worker_fixes(model, strategy):
+    """Lets Keras 3.15 `fit`/`evaluate` run under MultiWorkerMirroredStrategy.
+
+    Two Keras bugs (keras-team/keras#20585) stop them at their first step: the first
+    distributed batch is passed whole to `strategy.reduce` (for the shapes of the
+    symbolic build; the local replica's part gives the same shapes), and each step's
+    scalar logs are reduced with `axis=0`. Without the multi-worker branch, a step's
+    logs are this worker's values (progress bar only); the epoch logs come from the
+    metric variables (sync-on-read sums), whose read adds up all workers. Other
+    strategies are left alone.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0], next(batches)
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    original = tf_trainer._collective_all_reduce_multi_worker
+    model._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
+    try:
+        yield
+    finally:
+        tf_trainer._collective_all_reduce_multi_worker = original
+        del model._maybe_symbolic_build
+
+
 def _read_history(path):
     """Rows of history.csv by epoch (a re-run epoch keeps its last row)."""
     if not os.path.exists(path):
@@ -598,18 +636,18 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
     if is_chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR)))
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    model.fit(
-        train_ds,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=test_ds,
-        shuffle=False,  # the pipeline shuffles, by epoch
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    with _keras_multi_worker_fixes(model, strategy):
+        model.fit(
+            train_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test_ds,
+            shuffle=False,  # the pipeline shuffles, by epoch
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     summary = make_summary(config, model, strategy, initial_epoch, timer.seconds, test_loss, test_accuracy)
     if is_chief:
         _save_model(model, os.path.join(model_dir, MODEL_FILE))
@@ -621,11 +659,12 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         summary["history"] = _read_history(os.path.join(model_dir, HISTORY_FILE))
         _write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
     shutil.rmtree(backup_dir, ignore_errors=True)
-    print(
-        f"Hard-quantized test accuracy {test_accuracy:.4f} ({config.method}, "
-        f"W{config.wbits}/A{config.abits}); summary in {model_dir}/{SUMMARY_FILE}",
-        flush=True,
-    )
+    if is_chief:
+        print(
+            f"Hard-quantized test accuracy {test_accuracy:.4f} ({config.method}, "
+            f"W{config.wbits}/A{config.abits}); summary in {model_dir}/{SUMMARY_FILE}",
+            flush=True,
+        )
     return summary
 
 

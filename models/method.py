@@ -25,6 +25,7 @@ import keras
 
 import slb_keras
 from models import ste
+from slb_keras import quantizers
 from slb_keras import value_sets
 
 METHODS = ("slb", "ste", "fp")
@@ -32,6 +33,10 @@ ACTIVATION_QUANTIZERS = ("dorefa", "pact")
 ACTIVATION_BITS_HELP = "an integer from 1 to 8, or 32 (no quantization)"
 BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate, as in the authors' code
 BN_EPSILON = 1e-5
+# PACT's learned clip starts at 3 (the PACT paper's 10 suits unnormalized inputs): the
+# quantized inputs follow BN + ReLU, so 3 keeps all but 0.13% of a unit normal unclipped
+# and spends the 2**abits levels on the range the activations occupy.
+PACT_ALPHA_INIT = 3.0
 
 
 def validate_method(method):
@@ -103,6 +108,13 @@ class Method:
             return "ste_sign"
         return f"{self.activation_quantizer}{self.abits}"
 
+    def input_quantizer(self):
+        """A new quantizer layer for the inputs of a quantized layer (None: no quantization)."""
+        alias = self.quantizer_alias
+        if alias is not None and alias.startswith("pact"):
+            return quantizers.PACTQuantizer(self.abits, alpha_initializer=PACT_ALPHA_INIT)
+        return quantizers.get(alias)
+
     def conv2d(self, filters, kernel_size, *, name, strides=1, quantized=True):
         """A bias-free 'same' conv; quantized per the method unless `quantized=False`."""
         kwargs = dict(
@@ -115,7 +127,7 @@ class Method:
         )
         if not (quantized and self.quantized):
             return keras.layers.Conv2D(kernel_initializer="he_normal", **kwargs)
-        common = dict(wbits=self.wbits, input_quantizer=self.quantizer_alias, **kwargs)
+        common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), **kwargs)
         if self.method == "slb":
             return slb_keras.SLBConv2D(**common)
         return ste.STEConv2D(kernel_initializer="he_normal", **common)
@@ -124,7 +136,7 @@ class Method:
         """A dense layer; quantized per the method unless `quantized=False`."""
         if not (quantized and self.quantized):
             return keras.layers.Dense(units, name=name, **kwargs)
-        common = dict(wbits=self.wbits, input_quantizer=self.quantizer_alias, name=name)
+        common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), name=name)
         if self.method == "slb":
             return slb_keras.SLBDense(units, **common, **kwargs)
         return ste.STEDense(units, **common, **kwargs)

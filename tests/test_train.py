@@ -203,7 +203,10 @@ def _write_tfds_metadata(data_dir, name, split_sizes):
 
 @pytest.mark.parametrize(
     "model, dataset, test_split, image_size",
-    [("vgg_small", "cifar10", "test", 32), ("resnet18", "imagenet2012", "validation", 32)],
+    [
+        ("vgg_small", "cifar10", "test", 32),
+        pytest.param("resnet18", "imagenet2012", "validation", 32, marks=pytest.mark.slow),
+    ],
 )
 def test_tfds_pipelines_under_mock_data(model, dataset, test_split, image_size, tmp_path):
     data_dir = tmp_path / "tfds"
@@ -214,12 +217,14 @@ def test_tfds_pipelines_under_mock_data(model, dataset, test_split, image_size, 
         "dataset": dataset,
         "data_dir": str(data_dir),
         "image_size": image_size,
+        "epochs": 1,
         "model_dir": str(tmp_path / "run"),
     }
     with tfds.testing.mock_data(num_examples=32, data_dir=str(data_dir)):
         summary = training.run(config)
     assert summary["config"]["dataset"] == dataset
-    assert len(summary["history"]) == 2
+    assert len(summary["history"]) == 1 and np.isfinite(summary["history"][0]["loss"])
+    assert summary["parameters"]["quantized_weights"] > 0
     num_classes = 10 if dataset == "cifar10" else 1000
     assert keras.models.load_model(tmp_path / "run" / "model.keras").output_shape == (None, num_classes)
 
@@ -348,7 +353,7 @@ def test_command_line_errors_have_no_traceback(existing_run):
 # which a few SGD steps do not amplify beyond ~1e-6. rtol=1e-5 leaves a 10x margin.
 # Activations are kept continuous (abits=32): a quantizer's threshold would turn such an
 # ulp difference at a rounding boundary into a different code.
-DISTRIBUTED = dict(TINY, method="slb", wbits=1, abits=32, sync_bn=True, epochs=2, steps_per_epoch=3)
+DISTRIBUTED = dict(TINY, method="slb", wbits=1, abits=32, sync_bn=True, epochs=1, steps_per_epoch=4)
 LOSS_RTOL = 1e-5
 
 
@@ -428,7 +433,7 @@ def test_two_workers_on_localhost_match_one_device(even_digits, tmp_path):
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
     summary = _summary(tmp_path / "mw")  # written by the chief (worker 0) only
-    assert (summary["strategy"], summary["replicas"]) == ("MultiWorkerMirroredStrategy", 2)
+    assert (summary["strategy"], summary["replicas"]) == ("CollectiveAllReduceStrategy", 2)  # = MWMS
     _assert_same_training(_summary(tmp_path / "one"), summary)
     assert sorted(os.listdir(tmp_path / "mw")) == sorted(os.listdir(tmp_path / "one"))
 
