@@ -300,11 +300,8 @@ def _quantizer_ops(quantizer, owner=None):
         scale = alpha / np.float32(2**quantizer.bits - 1)
 
         def pact(x):
-            clipped = ops.subtract(ops.relu(x), ops.relu(ops.subtract(x, alpha)))
-            rounded = ops.multiply(ops.round(ops.divide(clipped, scale)), scale)
-            # The layer's straight-through form c + (round(c/s)*s - c), kept for
-            # bit-equal outputs.
-            return ops.add(clipped, ops.subtract(rounded, clipped))
+            # The layer's exact forward: round(clip(x, 0, alpha) / s) * s.
+            return ops.multiply(ops.round(ops.divide(ops.clip(x, 0.0, alpha), scale)), scale)
 
         return pact
     if type(quantizer).__module__.startswith("keras.") and not quantizer.weights:

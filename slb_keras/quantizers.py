@@ -77,10 +77,10 @@ def dorefa_quantize(x, bits):
 def pact_quantize(x, alpha, bits):
     """PACT: clip x to [0, alpha] and round onto 2**bits levels.
 
-    y = round(clip(x, 0, alpha) * n / alpha) * alpha / n. The gradient with
-    respect to x is 1 inside [0, alpha]; with respect to alpha it is 1 where
-    x > alpha plus the rounding residual term of the PACT paper's STE, i.e.
-    the gradient of the clipped (unrounded) value.
+    y = round(clip(x, 0, alpha) / s) * s with s = alpha / (2**bits - 1), computed
+    exactly in the forward pass. Gradients (PACT's straight-through estimator):
+    1 with respect to x inside [0, alpha], 0 outside; with respect to alpha, 1
+    where x > alpha (the clipped inputs), 0 elsewhere.
 
     Example:
 
@@ -89,9 +89,20 @@ def pact_quantize(x, alpha, bits):
     """
     n = float(2**bits - 1)
     alpha = tf.maximum(tf.cast(alpha, x.dtype), tf.cast(1e-3, x.dtype))  # no 0/0
-    clipped = tf.nn.relu(x) - tf.nn.relu(x - alpha)  # clip(x, 0, alpha), grads to x and alpha
-    scale = alpha / n
-    return clipped + tf.stop_gradient(tf.round(clipped / scale) * scale - clipped)
+
+    @tf.custom_gradient
+    def _quantize(x, alpha):
+        scale = alpha / n
+        y = tf.round(tf.clip_by_value(x, tf.zeros_like(alpha), alpha) / scale) * scale
+
+        def grad(dy):
+            inside = tf.cast((x >= 0) & (x <= alpha), dy.dtype)
+            above = tf.cast(x > alpha, dy.dtype)
+            return dy * inside, tf.reduce_sum(dy * above)
+
+        return y, grad
+
+    return _quantize(x, alpha)
 
 
 @keras.saving.register_keras_serializable(package="slb_keras")
