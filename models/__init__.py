@@ -28,6 +28,7 @@ from models.resnet_imagenet import resnet18
 from models.ste import STEConv2D
 from models.ste import STEDense
 from models.ste import dorefa_weight
+from models.ste import to_slb_model
 from models.vgg_small import vgg_small
 
 MODELS = {
@@ -100,5 +101,6 @@ __all__ = [
     "get_model",
     "resnet18",
     "resnet20",
+    "to_slb_model",
     "vgg_small",
 ]

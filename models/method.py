@@ -12,8 +12,8 @@ The first conv and the last dense layer are always full precision (`quantized=Fa
 
 Activations (SLB_SPEC section 4): the input of a quantized layer is quantized by its
 `input_quantizer`: abits = 1 is the sign with a clipped STE ({-1, +1}); abits = 2..8 is
-DoReFa on [0, 1] (or PACT, a learned clip, with `activation_quantizer="pact"`); abits = 32
-is no quantization. **Decision**: a ReLU precedes the quantizer except for 1-bit
+DoReFa on [0, 1] (or PACT, a learned clip starting at `PACT_ALPHA_INIT`, with
+`activation_quantizer="pact"`); abits = 32 is no quantization. **Decision**: a ReLU precedes the quantizer except for 1-bit
 activations, where sign(ReLU(x)) would be +1 everywhere: there the sign is the
 nonlinearity (as in Bi-Real/IR-Net binary networks). Tensors feeding full-precision
 layers always pass a ReLU.
@@ -30,7 +30,6 @@ from slb_keras import value_sets
 
 METHODS = ("slb", "ste", "fp")
 ACTIVATION_QUANTIZERS = ("dorefa", "pact")
-ACTIVATION_BITS_HELP = "an integer from 1 to 8, or 32 (no quantization)"
 BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate, as in the authors' code
 BN_EPSILON = 1e-5
 # PACT's learned clip starts at 3 (the PACT paper's 10 suits unnormalized inputs): the

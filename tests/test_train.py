@@ -314,6 +314,17 @@ def test_model_dir_problems_exit_2(existing_run, tmp_path, capsys):
         assert _snapshot(tmp_path) == before
 
 
+def test_unprepared_tfds_data_dir_says_how_to_supply_the_data(existing_run, tmp_path, capsys):
+    empty = tmp_path / "empty_tfds"
+    empty.mkdir()
+    status, err = _main(
+        [*TINY_FLAGS, "--dataset=cifar10", f"--data_dir={empty}", f"--model_dir={existing_run}"], capsys
+    )
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "cifar10 is not prepared under" in err and "tfds build cifar10" in err
+    assert not any(files for _, _, files in os.walk(empty))  # nothing downloaded or written
+
+
 def test_batch_size_not_divisible_by_replicas(mirrored_strategy, tmp_path):
     config = {**TINY, "batch_size": 15, "model_dir": str(tmp_path / "run")}
     with pytest.raises(training.UsageError, match="--batch_size=15: expected a multiple of the 2 replicas"):
@@ -489,3 +500,13 @@ def test_kill_9_during_an_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert (summary["test_accuracy"], summary["test_loss"]) == (reference["test_accuracy"], reference["test_loss"])
     for a, b in zip(_weights(tmp_path / "straight" / "model.keras"), _weights(model_dir / "model.keras")):
         np.testing.assert_array_equal(a, b)
+
+
+def test_mixed_precision_run_and_the_global_policy_is_restored(tmp_path):
+    before = keras.config.dtype_policy().name
+    summary = training.run({**TINY, "method": "slb", "epochs": 1, "mixed_precision": True, "model_dir": str(tmp_path)})
+    assert keras.config.dtype_policy().name == before
+    assert np.isfinite(summary["history"][0]["loss"])
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.get_layer("conv2").dtype_policy.name == "mixed_float16"
+    assert model.get_layer("fc").dtype_policy.name == "float32"
