@@ -117,7 +117,16 @@ RUN_INDEPENDENT = ("model_dir", "data_dir", "strategy", "export", "verbose")
 
 
 class UsageError(ValueError):
-    """Bad input to a run (a flag, the data, the model_dir); train.py exits with status 2."""
+    """Bad input to a run (a flag, the data, the model_dir); train.py exits with status 2.
+
+    Example:
+
+    >>> try:
+    ...     resolve(Config(wbits=9))
+    ... except UsageError as error:
+    ...     print(error)
+    Invalid --wbits=9: expected an integer from 1 to 8.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +135,13 @@ class Config:
 
     Fields left `None` take the model's recipe (`RECIPES`) or a value derived from the
     data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
-    about the size of the test set; `model_dir`: runs/<model>_<method>_w<w>a<a>_<data>).
+    about the size of the test set, used by method "slb" with `sbn` only; `model_dir`:
+    runs/<model>_<method>_w<w>a<a>_<data>).
+
+    Example:
+
+    >>> Config(model="resnet20", wbits=2, abits=2).epochs is None  # until resolve()
+    True
     """
 
     model: str = "vgg_small"
@@ -166,7 +181,16 @@ class Config:
 
 
 def config_from(flags_or_config):
-    """A `Config` from a Config, a dict, or an object with the fields as attributes (absl FLAGS)."""
+    """A `Config` from a Config, a dict, or an object with the fields as attributes (absl FLAGS).
+
+    Raises:
+        UsageError: for a dict key that is not a field.
+
+    Example:
+
+    >>> config_from({"model": "resnet20", "epochs": 3}).epochs
+    3
+    """
     if isinstance(flags_or_config, Config):
         return flags_or_config
     names = [field.name for field in dataclasses.fields(Config)]
@@ -283,7 +307,14 @@ def resolve(config):
 
 
 def run_settings(config):
-    """The fields of `config` that define what is trained (saved in flags.json)."""
+    """The fields of `config` that define what is trained (saved in flags.json).
+
+    Example:
+
+    >>> settings = run_settings(resolve(Config()))
+    >>> "model_dir" in settings, settings["lr"]
+    (False, 0.02)
+    """
     settings = dataclasses.asdict(config)
     for name in RUN_INDEPENDENT:
         settings.pop(name)
@@ -292,7 +323,16 @@ def run_settings(config):
 
 
 def make_strategy(name):
-    """auto: MultiWorkerMirrored with TF_CONFIG, Mirrored with several GPUs, else default."""
+    """The `tf.distribute.Strategy` for `--strategy=name` (one of `STRATEGIES`).
+
+    auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy over the
+    GPUs when there are several, else the default strategy (one device).
+
+    Example:
+
+    >>> make_strategy("one_device").num_replicas_in_sync
+    1
+    """
     if name == "multi_worker" or (name == "auto" and os.environ.get("TF_CONFIG")):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
@@ -346,7 +386,7 @@ def _read_json(path):
         return json.load(file)
 
 
-def check_model_dir(config, is_chief=True):
+def _check_model_dir(config, is_chief=True):
     """Refuses a model_dir that cannot be written or holds another run; touches nothing.
 
     Returns:
@@ -395,7 +435,14 @@ def _create_model_dir(config, is_chief):
 
 
 def make_lr_schedule(config, steps_per_epoch):
-    """cosine (to 0 at the end) or step (x0.1 at `lr_step_epochs`) schedule; constant: a float."""
+    """cosine (to 0 at the end) or step (x0.1 at `lr_step_epochs`) schedule; constant: a float.
+
+    Example:
+
+    >>> schedule = make_lr_schedule(resolve(Config(model="resnet18", epochs=10)), 100)
+    >>> [round(float(schedule(step)), 6) for step in (0, 599, 600)]  # x0.1 from epoch 6
+    [0.001, 0.001, 0.0001]
+    """
     if config.lr_schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(config.lr, config.epochs * steps_per_epoch)
     if config.lr_schedule == "step":
@@ -410,7 +457,14 @@ def make_lr_schedule(config, steps_per_epoch):
 
 
 def make_optimizer(config, steps_per_epoch):
-    """SGD (momentum 0.9) or Adam with the learning rate schedule and (decoupled) weight decay."""
+    """SGD (momentum 0.9) or Adam with the learning rate schedule and (decoupled) weight decay.
+
+    Example:
+
+    >>> optimizer = make_optimizer(resolve(Config()), steps_per_epoch=10)
+    >>> type(optimizer).__name__, optimizer.momentum, optimizer.weight_decay
+    ('SGD', 0.9, 0.0005)
+    """
     lr = make_lr_schedule(config, steps_per_epoch)
     weight_decay = config.weight_decay or None
     if config.optimizer == "sgd":
@@ -418,7 +472,7 @@ def make_optimizer(config, steps_per_epoch):
     return keras.optimizers.Adam(lr, weight_decay=weight_decay)
 
 
-class EpochTimer(keras.callbacks.Callback):
+class _EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` (training + validation wall time) to the epoch logs."""
 
     def __init__(self):
@@ -517,11 +571,19 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         strategy_override: optional `tf.distribute.Strategy` instead of `config.strategy`.
 
     Returns:
-        The summary dict written to summary.json (see `make_summary`).
+        The summary dict written to summary.json: "config" (all settings), "test_accuracy"
+        and "test_loss" (hard network, after calibration), "seconds_per_epoch",
+        "epoch_seconds" (epochs run by this call), "resumed_from_epoch", "parameters"
+        (`models.count_weights`), "history" (every epoch's logs), "strategy", "replicas".
 
     Raises:
         UsageError: for bad input (flags, data, model_dir); nothing in model_dir is
             changed in that case.
+
+    Example:
+
+    >>> summary = run({"dataset": "digits", "epochs": 1, "model_dir": "runs/quick"})  # doctest: +SKIP
+    >>> summary["test_accuracy"]  # doctest: +SKIP
     """
     config = resolve(config_from(flags_or_config))
     strategy = strategy_override or make_strategy(config.strategy)
@@ -534,7 +596,7 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
     except ValueError as error:
         raise UsageError(f"--dataset={config.dataset}: {error}") from None
     is_chief, task_id = _worker(strategy)
-    done = check_model_dir(config, is_chief)
+    done = _check_model_dir(config, is_chief)
     if done is not None:
         print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
         return done
@@ -620,7 +682,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
     if config.method != "slb" or not config.sbn:
         calibration_steps = 0  # no hard statistics to calibrate
 
-    timer = EpochTimer()
+    timer = _EpochTimer()
     callbacks = [timer]
     if config.method == "slb":
         callbacks += _slb_callbacks(
@@ -648,7 +710,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             verbose=verbose,
         )
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    summary = make_summary(config, model, strategy, initial_epoch, timer.seconds, test_loss, test_accuracy)
+    summary = _make_summary(config, model, strategy, initial_epoch, timer.seconds, test_loss, test_accuracy)
     if is_chief:
         _save_model(model, os.path.join(model_dir, MODEL_FILE))
         if config.export:
@@ -679,7 +741,7 @@ def _save_model(model, path):
             os.remove(tmp)
 
 
-def make_summary(config, model, strategy, initial_epoch, epoch_seconds, test_loss, test_accuracy):
+def _make_summary(config, model, strategy, initial_epoch, epoch_seconds, test_loss, test_accuracy):
     """The run's summary: config, final hard test accuracy, timing, parameter counts."""
     return {
         "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},

@@ -510,3 +510,11 @@ def test_mixed_precision_run_and_the_global_policy_is_restored(tmp_path):
     model = keras.models.load_model(tmp_path / "model.keras")
     assert model.get_layer("conv2").dtype_policy.name == "mixed_float16"
     assert model.get_layer("fc").dtype_policy.name == "float32"
+
+
+def test_docstring_examples():
+    # setup.cfg collects doctests under slb_keras/ and tests/ only; run training's here.
+    import doctest
+
+    result = doctest.testmod(training, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 10
