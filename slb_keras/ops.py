@@ -69,11 +69,12 @@ def soft_weight(logits, temperature=1.0, bits=None):
     if bits == 1:
         # softmax over two values {-1, +1}: E[w] = P1 - P0 = tanh(tau (a1 - a0) / 2).
         # One elementwise op instead of a 2-way softmax (and no m-times temporaries).
-        logits = ops.cast(logits, "float32")
-        diff = logits[..., 1] - logits[..., 0]
+        # a1 - a0 as a product with (-1, 1): one pass forward and backward (slicing
+        # the value axis costs ~7x more, mostly in the gradient's scatter).
+        diff = ops.matmul(ops.cast(logits, "float32"), ops.convert_to_tensor([-1.0, 1.0]))
         return ops.tanh(0.5 * ops.cast(temperature, "float32") * diff)
     values = ops.convert_to_tensor(value_sets.value_set(bits))
-    return ops.sum(probabilities(logits, temperature) * values, axis=-1)
+    return ops.matmul(probabilities(logits, temperature), values)
 
 
 def hard_codes(logits):
