@@ -6,7 +6,6 @@ command line; the others call `training.run` in this process (two logical CPUs, 
 conftest.py).
 """
 
-import csv
 import hashlib
 import json
 import os
@@ -81,11 +80,6 @@ def _summary(model_dir):
 def _weights(path):
     model = keras.models.load_model(path)
     return [v.numpy() for v in model.weights]
-
-
-def _history(model_dir):
-    with open(os.path.join(model_dir, training.HISTORY_FILE), newline="") as file:
-        return list(csv.DictReader(file))
 
 
 # --- configuration --------------------------------------------------------------------
