@@ -301,7 +301,7 @@ def _quantizer_ops(quantizer, owner=None):
 
         def pact(x):
             # The layer's exact forward: round(clip(x, 0, alpha) / s) * s.
-            return ops.multiply(ops.round(ops.divide(ops.clip(x, 0.0, alpha), scale)), scale)
+            return ops.multiply(ops.round(ops.divide(ops.minimum(ops.relu(x), alpha), scale)), scale)
 
         return pact
     if type(quantizer).__module__.startswith("keras.") and not quantizer.weights:
