@@ -546,6 +546,7 @@ def soft_and_hard_outputs(model, x):
 
     Example:
 
+    >>> keras.utils.set_random_seed(0)
     >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
     >>> soft, hard = soft_and_hard_outputs(model, np.ones((3, 4), "float32"))
     >>> soft.shape, bool(np.abs(soft).max() < np.abs(hard).max())

@@ -424,8 +424,9 @@ def export_tflite(model, path, quantize_full_precision=False):
     Example:
 
     >>> model = keras.Sequential([keras.Input((8,)), slb_keras.SLBDense(4, wbits=1)])
-    >>> report = slb_keras.export_tflite(model, "model.tflite")  # doctest: +SKIP
-    >>> print(report)  # doctest: +SKIP
+    >>> report = slb_keras.export_tflite(model, "model.tflite")
+    >>> report.layers[0].bits, report.layers[0].values
+    (1, (-1.0, 1.0))
     """
     path = packed._check_output_path(path, "path")
     inference, kernels = _inference_model(model, float32=True)
