@@ -58,42 +58,39 @@ BACKUP_DIR = "backup"
 LOG_DIR = "logs"
 
 # SLB_SPEC section 5; `None` in a Config means "the model's recipe".
+_TEMPERATURE = dict(  # tau 0.01 -> 10, exponential, in every recipe
+    temperature_start=0.01,
+    temperature_end=10.0,
+    temperature_schedule="exp",
+    temperature_restarts=0,
+    temperature_end_fraction=0.9,
+)
+_CIFAR10 = dict(
+    _TEMPERATURE,
+    dataset="cifar10",
+    epochs=400,
+    batch_size=100,
+    optimizer="sgd",
+    lr_schedule="cosine",
+    lr_step_epochs=(0.5, 0.75),
+)
 RECIPES = {
     "vgg_small": dict(
-        dataset="cifar10",
-        epochs=400,
-        batch_size=100,
-        optimizer="sgd",
+        _CIFAR10,
         lr=0.02,
-        lr_schedule="cosine",
-        lr_step_epochs=(0.5, 0.75),
         weight_decay=5e-4,
         activation_quantizer="dorefa",
-        temperature_start=0.01,
-        temperature_end=10.0,
-        temperature_schedule="exp",
-        temperature_restarts=0,
         temperature_start_fraction=0.3,
-        temperature_end_fraction=0.9,
     ),
     "resnet20": dict(
-        dataset="cifar10",
-        epochs=400,
-        batch_size=100,
-        optimizer="sgd",
+        _CIFAR10,
         lr=0.1,
-        lr_schedule="cosine",
-        lr_step_epochs=(0.5, 0.75),
         weight_decay=1e-4,
         activation_quantizer="pact",
-        temperature_start=0.01,
-        temperature_end=10.0,
-        temperature_schedule="exp",
-        temperature_restarts=0,
         temperature_start_fraction=0.4,
-        temperature_end_fraction=0.9,
     ),
     "resnet18": dict(
+        _TEMPERATURE,
         dataset="imagenet2012",
         epochs=120,
         batch_size=256,
@@ -103,12 +100,7 @@ RECIPES = {
         lr_step_epochs=(70 / 120, 90 / 120, 110 / 120),
         weight_decay=0.0,
         activation_quantizer="dorefa",
-        temperature_start=0.01,
-        temperature_end=10.0,
-        temperature_schedule="exp",
-        temperature_restarts=0,
         temperature_start_fraction=0.4,
-        temperature_end_fraction=0.9,
     ),
 }
 
