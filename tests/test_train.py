@@ -26,6 +26,7 @@ import input_pipeline
 import models  # noqa: F401  (registers the STE layers for load_model)
 import train
 import training
+from tfds_mock import write_tfds_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
@@ -181,20 +182,6 @@ def test_every_method_trains_through_run(method, tmp_path):
         assert all("temperature" not in row for row in summary["history"])
 
 
-def _write_tfds_metadata(data_dir, name, split_sizes):
-    builder = tfds.builder(name, data_dir=os.fspath(data_dir))
-    builder.info.set_splits(
-        tfds.core.SplitDict(
-            [
-                tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0, filename_template=None)
-                for s, n in split_sizes.items()
-            ]
-        )
-    )
-    builder.data_path.mkdir(parents=True, exist_ok=True)
-    builder.info.write_to_directory(builder.data_path)
-
-
 @pytest.mark.parametrize(
     "model, dataset, test_split, image_size",
     [
@@ -204,7 +191,7 @@ def _write_tfds_metadata(data_dir, name, split_sizes):
 )
 def test_tfds_pipelines_under_mock_data(model, dataset, test_split, image_size, tmp_path):
     data_dir = tmp_path / "tfds"
-    _write_tfds_metadata(data_dir, dataset, {"train": 32, test_split: 16})
+    write_tfds_metadata(data_dir, dataset, {"train": 32, test_split: 16})
     config = {
         **TINY,
         "model": model,
