@@ -11,10 +11,14 @@ The functions accept tensors of any float dtype and return float32 (the dtype
 the logits are kept in); callers cast to their compute dtype.
 """
 
+import keras
 import numpy as np
 from keras import ops
 
 from slb_keras import value_sets
+
+if keras.backend.backend() == "tensorflow":
+    from slb_keras import _fused
 
 
 def _shifted_logits(logits, temperature):
@@ -73,6 +77,14 @@ def soft_weight(logits, temperature=1.0, bits=None):
         # the value axis costs ~7x more, mostly in the gradient's scatter).
         diff = ops.matmul(ops.cast(logits, "float32"), ops.convert_to_tensor([-1.0, 1.0]))
         return ops.tanh(0.5 * ops.cast(temperature, "float32") * diff)
+    if keras.backend.backend() == "tensorflow":
+        # One XLA kernel forward and one backward, no softmax temporaries.
+        return _fused.soft_weight(logits, temperature, value_sets.value_set(bits))
+    return _soft_weight_reference(logits, temperature, bits)
+
+
+def _soft_weight_reference(logits, temperature, bits):
+    """softmax then matmul in keras.ops (any backend; autodiff gradient)."""
     values = ops.convert_to_tensor(value_sets.value_set(bits))
     return ops.matmul(probabilities(logits, temperature), values)
 
