@@ -6,7 +6,11 @@ after warm-up, so that slow drifts of the machine hit every configuration alike.
 Prints the median step time per configuration and the ratios slb/ste and slb/fp
 (median of the per-round ratios, with their interquartile range), and writes
 JSON. With --memory, each configuration also runs alone in a fresh process that
-reports its peak resident memory (CPU) or peak device memory (GPU).
+reports its peak resident memory (CPU) or peak device memory (GPU), and the
+script prints the floor of each slb/ste memory ratio: STE's peak plus three
+times the bytes of SLB's extra trainable variables (the variables, their SGD
+momentum slot and their gradient), the least any implementation of SLB's
+2**b logits per weight needs in float32.
 
 Example:
 
@@ -164,6 +168,7 @@ def _peak_memory_child(args, method, wbits):
     for _ in range(max(3, args.warmup)):
         _sync(model.train_on_batch(x, y))
     sampler.stop()
+    trainable = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.trainable_variables)
     if gpus:
         peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
         result = {"device": "GPU", "peak_bytes": int(peak)}
@@ -173,6 +178,7 @@ def _peak_memory_child(args, method, wbits):
             "peak_bytes": sampler.peak,
             "peak_minus_runtime_bytes": sampler.peak - sampler.base,
         }
+    result["trainable_bytes"] = trainable
     print("PEAK_MEMORY " + json.dumps(result))
 
 
@@ -191,12 +197,16 @@ def peak_memory(args):
         line = [l for l in out.splitlines() if l.startswith("PEAK_MEMORY ")][-1]
         results[_label(method, wbits)] = json.loads(line[len("PEAK_MEMORY "):])
     key = "peak_bytes" if "peak_minus_runtime_bytes" not in results["fp"] else "peak_minus_runtime_bytes"
-    ratios = {}
+    ratios, floors = {}, {}
     for wbits in args.wbits:
-        slb = results[f"slb-W{wbits}"][key]
-        ratios[f"W{wbits} slb/ste"] = slb / results[f"ste-W{wbits}"][key]
-        ratios[f"W{wbits} slb/fp"] = slb / results["fp"][key]
-    return {"per_config": results, "measure": key, "ratios": ratios}
+        slb, ste = results[f"slb-W{wbits}"], results[f"ste-W{wbits}"]
+        ratios[f"W{wbits} slb/ste"] = slb[key] / ste[key]
+        ratios[f"W{wbits} slb/fp"] = slb[key] / results["fp"][key]
+        # The least SLB can need on top of STE: its extra trainable variables,
+        # each with a momentum slot (SGD) and a gradient of the same size.
+        extra_state = 3 * (slb["trainable_bytes"] - ste["trainable_bytes"])
+        floors[f"W{wbits} slb/ste"] = (ste[key] + extra_state) / ste[key]
+    return {"per_config": results, "measure": key, "ratios": ratios, "floor_ratios": floors}
 
 
 def _parse(argv):
@@ -249,7 +259,9 @@ def main(argv=None):
         for label, stats in report["memory"]["per_config"].items():
             print(f"    {label:8s} {stats[report['memory']['measure']] / 2**20:9.1f} MiB")
         for label, ratio in report["memory"]["ratios"].items():
-            print(f"    {label:12s} {ratio:.3f}")
+            floor = report["memory"]["floor_ratios"].get(label)
+            print(f"    {label:12s} {ratio:.3f}" + (
+                f"  (floor {floor:.3f}: STE + 3 x the extra trainable bytes)" if floor else ""))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         tmp = args.out + ".tmp"
