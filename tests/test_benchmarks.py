@@ -1,0 +1,98 @@
+"""The benchmark scripts run end to end on tiny settings and report consistent figures."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_time_ratios_are_per_round_medians():
+    step_time = _script("step_time")
+    times = {"fp": [1.0, 1.0, 2.0], "ste-W1": [1.0, 2.0, 2.0], "slb-W1": [1.5, 2.0, 5.0]}
+    summary = step_time.summarize(times, [1], batch_size=8)
+    # Per-round ratios slb/ste are 1.5, 1.0, 2.5: their median, not the ratio of medians (1.0).
+    assert summary["ratios"]["W1 slb/ste"]["median"] == pytest.approx(1.5)
+    assert summary["ratios"]["W1 slb/fp"]["median"] == pytest.approx(2.0)
+    assert summary["configs"]["fp"]["images_per_s"] == pytest.approx(8.0)
+
+
+@pytest.mark.slow
+def test_step_time_end_to_end_with_memory_floor(tmp_path):
+    out = tmp_path / "step.json"
+    _script("step_time").main([
+        "--model=resnet20", "--batch_size=4", "--image_size=8", "--wbits=2",
+        "--rounds=2", "--warmup=1", "--memory", f"--out={out}",
+    ])
+    report = json.loads(out.read_text())
+    assert set(report["configs"]) == {"fp", "ste-W2", "slb-W2"}
+    assert all(c["steps"] == 2 and c["median_s"] > 0 for c in report["configs"].values())
+    memory = report["memory"]
+    slb, ste = memory["per_config"]["slb-W2"], memory["per_config"]["ste-W2"]
+    # SLB at 2 bits keeps 4 float32 logits per quantized weight where STE keeps one.
+    quantized = models.count_weights(
+        models.get_model("resnet20", method="slb", wbits=2, input_shape=(8, 8, 3))
+    )["quantized_weights"]
+    assert slb["trainable_bytes"] - ste["trainable_bytes"] == 3 * quantized * 4
+    key = memory["measure"]
+    assert memory["ratios"]["W2 slb/ste"] == pytest.approx(slb[key] / ste[key])
+    floor = (ste[key] + 3 * (slb["trainable_bytes"] - ste["trainable_bytes"])) / ste[key]
+    assert memory["floor_ratios"]["W2 slb/ste"] == pytest.approx(floor)
+
+
+@pytest.mark.slow
+def test_accuracy_end_to_end(tmp_path):
+    out = tmp_path / "accuracy.json"
+    _script("accuracy").main([
+        "--width_multiplier=0.125", "--epochs=1", "--steps_per_epoch=2", "--batch_size=16",
+        "--seeds=0,1", "--wa=1/1", "--methods=ste,slb", f"--out={out}",
+    ])
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"ste 1/1", "slb 1/1"}
+    for result in report["results"].values():
+        assert len(result["accuracies"]) == 2
+        assert all(0.0 <= a <= 1.0 for a in result["accuracies"])
+        assert result["mean"] == pytest.approx(np.mean(result["accuracies"]))
+    slb, ste = report["results"]["slb 1/1"], report["results"]["ste 1/1"]
+    assert report["slb_at_least_ste"] == {"1/1": slb["mean"] >= ste["mean"]}
+
+
+@pytest.mark.slow
+def test_export_size_end_to_end(tmp_path):
+    out = tmp_path / "export.json"
+    _script("export_size").main([
+        "--model=resnet20", "--image_size=8", "--wbits=1,4", "--runs=2", f"--out={out}",
+    ])
+    report = json.loads(out.read_text())
+    w1, w4 = report["rows"]["W1"], report["rows"]["W4"]
+    # int8 kernels: the TFLite file does not depend on the width; b-bit codes do.
+    assert w1["slb_tflite_bytes"] == w4["slb_tflite_bytes"] < report["float_tflite_bytes"]
+    assert w1["ideal_packed_bytes"] <= w1["packed_bytes"] < w4["packed_bytes"]
+    assert w4["packed_bytes"] < w4["slb_tflite_bytes"]
+
+
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("step_time", ["--batch_size=0"]),
+        ("accuracy", ["--epochs=0"]),
+        ("export_size", ["--runs=0"]),
+    ],
+)
+def test_bad_arguments_exit_2(name, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _script(name).main(argv)
+    assert exit_info.value.code == 2
+    assert argv[0].split("=")[0] in capsys.readouterr().err
