@@ -7,10 +7,11 @@ Prints the median step time per configuration and the ratios slb/ste and slb/fp
 (median of the per-round ratios, with their interquartile range), and writes
 JSON. With --memory, each configuration also runs alone in a fresh process that
 reports its peak resident memory (CPU) or peak device memory (GPU), and the
-script prints the floor of each slb/ste memory ratio: STE's peak plus three
-times the bytes of SLB's extra trainable variables (the variables, their SGD
-momentum slot and their gradient), the least any implementation of SLB's
-2**b logits per weight needs in float32.
+script prints beside each slb/ste memory ratio its "state-only" value: the
+ratio SLB would have if it cost nothing over STE but its extra float32 state,
+three times the bytes of its extra trainable variables (the 2**b logits per
+weight against STE's one latent weight, their SGD momentum slot and their
+gradient). No implementation of SLB's parametrization goes much below it.
 
 Example:
 
@@ -197,16 +198,16 @@ def peak_memory(args):
         line = [l for l in out.splitlines() if l.startswith("PEAK_MEMORY ")][-1]
         results[_label(method, wbits)] = json.loads(line[len("PEAK_MEMORY "):])
     key = "peak_bytes" if "peak_minus_runtime_bytes" not in results["fp"] else "peak_minus_runtime_bytes"
-    ratios, floors = {}, {}
+    ratios, state_only = {}, {}
     for wbits in args.wbits:
         slb, ste = results[f"slb-W{wbits}"], results[f"ste-W{wbits}"]
         ratios[f"W{wbits} slb/ste"] = slb[key] / ste[key]
         ratios[f"W{wbits} slb/fp"] = slb[key] / results["fp"][key]
-        # The least SLB can need on top of STE: its extra trainable variables,
-        # each with a momentum slot (SGD) and a gradient of the same size.
+        # SLB's extra state over STE: its extra trainable variables, each with a
+        # momentum slot (SGD) and a gradient of the same size.
         extra_state = 3 * (slb["trainable_bytes"] - ste["trainable_bytes"])
-        floors[f"W{wbits} slb/ste"] = (ste[key] + extra_state) / ste[key]
-    return {"per_config": results, "measure": key, "ratios": ratios, "floor_ratios": floors}
+        state_only[f"W{wbits} slb/ste"] = (ste[key] + extra_state) / ste[key]
+    return {"per_config": results, "measure": key, "ratios": ratios, "state_only_ratios": state_only}
 
 
 def _parse(argv):
@@ -259,9 +260,10 @@ def main(argv=None):
         for label, stats in report["memory"]["per_config"].items():
             print(f"    {label:8s} {stats[report['memory']['measure']] / 2**20:9.1f} MiB")
         for label, ratio in report["memory"]["ratios"].items():
-            floor = report["memory"]["floor_ratios"].get(label)
+            state_only = report["memory"]["state_only_ratios"].get(label)
             print(f"    {label:12s} {ratio:.3f}" + (
-                f"  (floor {floor:.3f}: STE + 3 x the extra trainable bytes)" if floor else ""))
+                f"  (state-only {state_only:.3f}: STE + 3 x the extra trainable bytes)"
+                if state_only else ""))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         tmp = args.out + ".tmp"
