@@ -83,12 +83,23 @@ def test_export_size_end_to_end(tmp_path):
     assert w4["packed_bytes"] < w4["slb_tflite_bytes"]
 
 
+def test_soft_kernel_end_to_end(tmp_path):
+    out = tmp_path / "soft.json"
+    _script("soft_kernel").main(["--bits=1,2", "--shape=3,3,4,5", "--runs=2", f"--out={out}"])
+    report = json.loads(out.read_text())
+    assert set(report["bits"]) == {"1", "2"}
+    for row in report["bits"].values():
+        assert row["speedup"] == pytest.approx(
+            row["reference"]["median_s"] / row["fused"]["median_s"])
+
+
 @pytest.mark.parametrize(
     "name, argv",
     [
         ("step_time", ["--batch_size=0"]),
         ("accuracy", ["--epochs=0"]),
         ("export_size", ["--runs=0"]),
+        ("soft_kernel", ["--bits=9"]),
     ],
 )
 def test_bad_arguments_exit_2(name, argv, capsys):
