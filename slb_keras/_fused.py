@@ -36,39 +36,41 @@ def _fused_soft_weight(values):
     logits_spec = tf.TensorSpec([None, m], tf.float32)
     scalar_spec = tf.TensorSpec([], tf.float32)
     row_spec = tf.TensorSpec([None], tf.float32)
+    ones = (1.0,) * m
 
-    def top_and_total(logits, tau):
+    def shifted_exps(logits, tau):
+        """max_k A_k and exp(tau (A_k - max)): m columns, or one (N, m) tensor for large m."""
         if m > _MAX_COLUMNS:
             top = tf.reduce_max(logits, axis=-1)
-            return top, tf.reduce_sum(tf.exp(tau * (logits - top[:, None])), axis=-1)
+            return top, tf.exp(tau * (logits - top[:, None]))
         columns = tf.unstack(logits, num=m, axis=-1)
         top = functools.reduce(tf.maximum, columns)
-        return top, functools.reduce(tf.add, [tf.exp(tau * (c - top)) for c in columns])
+        return top, [tf.exp(tau * (c - top)) for c in columns]
+
+    def value_sum(exps, coefficients):
+        """sum_k c_k exps_k, for either layout of `shifted_exps`."""
+        if isinstance(exps, list):
+            return functools.reduce(tf.add, [e * c for e, c in zip(exps, coefficients)])
+        return tf.linalg.matvec(exps, tf.constant(coefficients))
 
     @tf.function(input_signature=[logits_spec, scalar_spec], jit_compile=True)
     def forward(logits, tau):
-        if m > _MAX_COLUMNS:
-            exps = tf.exp(tau * (logits - tf.reduce_max(logits, axis=-1, keepdims=True)))
-            return tf.linalg.matvec(exps, tf.constant(values)) / tf.reduce_sum(exps, axis=-1)
-        columns = tf.unstack(logits, num=m, axis=-1)
-        top = functools.reduce(tf.maximum, columns)
-        exps = [tf.exp(tau * (c - top)) for c in columns]
-        weighted = functools.reduce(tf.add, [e * v for e, v in zip(exps, values)])
-        return weighted / functools.reduce(tf.add, exps)
+        _, exps = shifted_exps(logits, tau)
+        return value_sum(exps, values) / value_sum(exps, ones)
 
     @tf.function(input_signature=[logits_spec, scalar_spec, row_spec, row_spec], jit_compile=True)
     def logits_grad(logits, tau, weight, upstream):
-        top, total = top_and_total(logits, tau)
-        coefficient = (tau * upstream / total)[:, None]
-        exps = tf.exp(tau * (logits - top[:, None]))
-        return exps * (coefficient * (tf.constant(values) - weight[:, None]))
+        top, exps = shifted_exps(logits, tau)
+        coefficient = (tau * upstream / value_sum(exps, ones))[:, None]
+        all_exps = tf.exp(tau * (logits - top[:, None]))  # (N, m): the gradient's layout
+        return all_exps * (coefficient * (tf.constant(values) - weight[:, None]))
 
     @tf.function(input_signature=[logits_spec, scalar_spec, row_spec, row_spec], jit_compile=True)
     def tau_grad(logits, tau, weight, upstream):
         # dW/dtau = sum_k P_k v_k d_k - W sum_k P_k d_k with d_k = A_k - max A.
-        top, total = top_and_total(logits, tau)
+        top, exps = shifted_exps(logits, tau)
         shifted = logits - top[:, None]
-        probs = tf.exp(tau * shifted) / total[:, None]
+        probs = tf.exp(tau * shifted) / value_sum(exps, ones)[:, None]
         pvd = tf.linalg.matvec(probs * shifted, tf.constant(values))
         pd = tf.reduce_sum(probs * shifted, axis=-1)
         return tf.reduce_sum(upstream * (pvd - weight * pd))

@@ -17,6 +17,7 @@ from keras import ops
 
 from slb_keras import value_sets
 
+_fused = None  # the TensorFlow kernels of soft_weight, on that backend only
 if keras.backend.backend() == "tensorflow":
     from slb_keras import _fused
 
@@ -82,7 +83,7 @@ def soft_weight(logits, temperature=1.0, bits=None):
         # the value axis costs ~7x more, mostly in the gradient's scatter).
         diff = ops.matmul(ops.cast(logits, "float32"), ops.convert_to_tensor([-1.0, 1.0]))
         return ops.tanh(0.5 * ops.cast(temperature, "float32") * diff)
-    if keras.backend.backend() == "tensorflow":
+    if _fused is not None:
         # One XLA kernel forward and one backward, no softmax temporaries.
         return _fused.soft_weight(logits, temperature, value_sets.value_set(bits))
     return _soft_weight_reference(logits, temperature, bits)
