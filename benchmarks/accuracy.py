@@ -13,7 +13,6 @@ Example:
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _common  # noqa: E402
 
 
 def _pairs(text):
@@ -119,11 +120,8 @@ def main(argv=None):
             verdicts[f"{wbits}/{abits}"] = slb["mean"] >= ste["mean"]
             print(f"  W/A {wbits}/{abits}: slb - ste = {100 * (slb['mean'] - ste['mean']):+.2f} points")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump({"args": {k: v for k, v in vars(args).items()}, "results": results,
-                       "slb_at_least_ste": verdicts}, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        _common.write_report(args.out, {"args": vars(args), "results": results,
+                                        "slb_at_least_ste": verdicts})
 
 
 if __name__ == "__main__":

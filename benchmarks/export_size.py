@@ -14,7 +14,6 @@ Example:
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _common  # noqa: E402
 
 
 def _parse(argv):
@@ -116,10 +117,7 @@ def main(argv=None):
               f"LiteRT latency {1000 * row['slb_latency_s']:.2f} ms vs float "
               f"{1000 * row['fp_latency_s']:.2f} ms (x{row['latency_ratio']:.2f})")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        _common.write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,15 @@ Example:
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _common  # noqa: E402
 
 VARIANTS = ("reference", "fused")
 
@@ -52,33 +52,14 @@ def _step(variant, bits, shape):
     return step, logits.numpy().nbytes
 
 
-def _rss():
-    import resource
-
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def _memory_child(variant, bits, shape):
-    import threading
-
     step, logits_bytes = _step(variant, bits, shape)
-    base = peak = _rss()
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.wait(0.002):
-            peak = max(peak, _rss())
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
+    sampler = _common.RssSampler()
     for _ in range(3):
         step().numpy()
-    done.set()
-    thread.join()
-    print("PEAK " + json.dumps({"above_start_bytes": max(peak, _rss()) - base,
-                                "logits_bytes": logits_bytes}))
+    sampler.stop()
+    _common.report_to_parent(
+        {"above_start_bytes": sampler.peak - sampler.base, "logits_bytes": logits_bytes})
 
 
 def _parse(argv):
@@ -122,8 +103,7 @@ def main(argv=None):
             for variant in VARIANTS:
                 cmd = [sys.executable, os.path.abspath(__file__), f"--memory_child={variant}:{bits}",
                        "--shape=" + ",".join(map(str, args.shape))]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                peak = json.loads([l for l in out.splitlines() if l.startswith("PEAK ")][-1][5:])
+                peak = _common.run_child(cmd)
                 row[variant]["peak_above_start_in_logits"] = (
                     peak["above_start_bytes"] / peak["logits_bytes"])
         report["bits"][str(bits)] = row
@@ -134,10 +114,7 @@ def main(argv=None):
                      f"{row['fused']['peak_above_start_in_logits']:.2f} x the logits")
         print(line, flush=True)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        _common.write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,15 @@ Example:
 """
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _common  # noqa: E402
 
 
 def _configs(wbits_list):
@@ -128,32 +127,6 @@ def summarize(times, wbits_list, batch_size):
     return summary
 
 
-class _RssSampler:
-    """Resident memory sampled every 2 ms in a thread: baseline and peak, bytes."""
-
-    def __init__(self):
-        import threading
-
-        self.base = self.peak = self._rss()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-
-    def _run(self):
-        while not self._done.wait(0.002):
-            self.peak = max(self.peak, self._rss())
-
-    def stop(self):
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-
 def _peak_memory_child(args, method, wbits):
     """Runs in a fresh process: steps of one configuration, prints its peak memory."""
     import keras
@@ -164,7 +137,7 @@ def _peak_memory_child(args, method, wbits):
     gpus = tf.config.list_physical_devices("GPU")
     x, y = _data(args)
     tf.constant(0.0).numpy()  # start the runtime before the baseline
-    sampler = _RssSampler()
+    sampler = _common.RssSampler()
     model = _build(args, method, wbits)
     for _ in range(max(3, args.warmup)):
         _sync(model.train_on_batch(x, y))
@@ -180,7 +153,7 @@ def _peak_memory_child(args, method, wbits):
             "peak_minus_runtime_bytes": sampler.peak - sampler.base,
         }
     result["trainable_bytes"] = trainable
-    print("PEAK_MEMORY " + json.dumps(result))
+    _common.report_to_parent(result)
 
 
 def peak_memory(args):
@@ -194,9 +167,7 @@ def peak_memory(args):
             f"--memory_child={method}:{wbits}",
         ] + (["--jit_compile"] if args.jit_compile else []) + (
             ["--mixed_precision"] if args.mixed_precision else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        line = [l for l in out.splitlines() if l.startswith("PEAK_MEMORY ")][-1]
-        results[_label(method, wbits)] = json.loads(line[len("PEAK_MEMORY "):])
+        results[_label(method, wbits)] = _common.run_child(cmd)
     key = "peak_bytes" if "peak_minus_runtime_bytes" not in results["fp"] else "peak_minus_runtime_bytes"
     ratios, state_only = {}, {}
     for wbits in args.wbits:
@@ -265,11 +236,7 @@ def main(argv=None):
                 f"  (state-only {state_only:.3f}: STE + 3 x the extra trainable bytes)"
                 if state_only else ""))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.out)
+        _common.write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ def _script(name):
     return module
 
 
+def _report(name, argv, tmp_path):
+    """Runs benchmarks/<name>.py with `argv` and --out in tmp_path; returns its JSON report."""
+    out = tmp_path / f"{name}.json"
+    _script(name).main(argv + [f"--out={out}"])
+    return json.loads(out.read_text())
+
+
 def test_step_time_ratios_are_per_round_medians():
     step_time = _script("step_time")
     times = {"fp": [1.0, 1.0, 2.0], "ste-W1": [1.0, 2.0, 2.0], "slb-W1": [1.5, 2.0, 5.0]}
@@ -31,12 +38,10 @@ def test_step_time_ratios_are_per_round_medians():
 
 @pytest.mark.slow
 def test_step_time_end_to_end_with_state_only_memory_ratio(tmp_path):
-    out = tmp_path / "step.json"
-    _script("step_time").main([
+    report = _report("step_time", [
         "--model=resnet20", "--batch_size=4", "--image_size=8", "--wbits=2",
-        "--rounds=2", "--warmup=1", "--memory", f"--out={out}",
-    ])
-    report = json.loads(out.read_text())
+        "--rounds=2", "--warmup=1", "--memory",
+    ], tmp_path)
     assert set(report["configs"]) == {"fp", "ste-W2", "slb-W2"}
     assert all(c["steps"] == 2 and c["median_s"] > 0 for c in report["configs"].values())
     memory = report["memory"]
@@ -54,12 +59,10 @@ def test_step_time_end_to_end_with_state_only_memory_ratio(tmp_path):
 
 @pytest.mark.slow
 def test_accuracy_end_to_end(tmp_path):
-    out = tmp_path / "accuracy.json"
-    _script("accuracy").main([
+    report = _report("accuracy", [
         "--width_multiplier=0.125", "--epochs=1", "--steps_per_epoch=2", "--batch_size=16",
-        "--seeds=0,1", "--wa=1/1", "--methods=ste,slb", f"--out={out}",
-    ])
-    report = json.loads(out.read_text())
+        "--seeds=0,1", "--wa=1/1", "--methods=ste,slb",
+    ], tmp_path)
     assert set(report["results"]) == {"ste 1/1", "slb 1/1"}
     for result in report["results"].values():
         assert len(result["accuracies"]) == 2
@@ -71,11 +74,9 @@ def test_accuracy_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_export_size_end_to_end(tmp_path):
-    out = tmp_path / "export.json"
-    _script("export_size").main([
-        "--model=resnet20", "--image_size=8", "--wbits=1,4", "--runs=2", f"--out={out}",
-    ])
-    report = json.loads(out.read_text())
+    report = _report(
+        "export_size", ["--model=resnet20", "--image_size=8", "--wbits=1,4", "--runs=2"], tmp_path
+    )
     w1, w4 = report["rows"]["W1"], report["rows"]["W4"]
     # int8 kernels: the TFLite file does not depend on the width; b-bit codes do.
     assert w1["slb_tflite_bytes"] == w4["slb_tflite_bytes"] < report["float_tflite_bytes"]
@@ -84,9 +85,7 @@ def test_export_size_end_to_end(tmp_path):
 
 
 def test_soft_kernel_end_to_end(tmp_path):
-    out = tmp_path / "soft.json"
-    _script("soft_kernel").main(["--bits=1,2", "--shape=3,3,4,5", "--runs=2", f"--out={out}"])
-    report = json.loads(out.read_text())
+    report = _report("soft_kernel", ["--bits=1,2", "--shape=3,3,4,5", "--runs=2"], tmp_path)
     assert set(report["bits"]) == {"1", "2"}
     for row in report["bits"].values():
         assert row["speedup"] == pytest.approx(
