@@ -16,7 +16,6 @@ from importlib import metadata as _metadata
 
 from slb_keras.callbacks import BNCalibration
 from slb_keras.callbacks import SLBMetrics
-from slb_keras.callbacks import TemperatureScheduler
 from slb_keras.callbacks import calibrate_bn
 from slb_keras.layers import SLBConv1D
 from slb_keras.layers import SLBConv2D
@@ -32,6 +31,8 @@ from slb_keras.quantize import quantize_model
 from slb_keras.summary import LayerSummary
 from slb_keras.summary import ModelSummary
 from slb_keras.summary import summary
+from slb_keras.temperature import HARD_TEMPERATURE
+from slb_keras.temperature import TemperatureScheduler
 from slb_keras.value_sets import codes_to_values
 from slb_keras.value_sets import integer_values
 from slb_keras.value_sets import value_set
@@ -40,10 +41,10 @@ from slb_keras.value_sets import values_to_codes
 # Imported on first use, so that `python -m slb_keras.export` does not find the
 # module already imported by the package (runpy warns about that).
 _LAZY = {
-    "ExportReport": "slb_keras.packed",
-    "LayerExport": "slb_keras.packed",
-    "export_tflite": "slb_keras.export",
-    "to_inference_model": "slb_keras.export",
+    "ExportReport": "slb_keras.export_report",
+    "LayerExport": "slb_keras.export_report",
+    "export_tflite": "slb_keras.tflite_export",
+    "to_inference_model": "slb_keras.inference_model",
     "export_packed": "slb_keras.packed",
     "load_packed": "slb_keras.packed",
 }
@@ -64,6 +65,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "ActivationQuantizer",
+    "HARD_TEMPERATURE",
     "BNCalibration",
     "LayerSummary",
     "ModelSummary",

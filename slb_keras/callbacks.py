@@ -1,7 +1,5 @@
 """Callbacks that turn the soft SLB search into a deployable hard network.
 
-- `TemperatureScheduler`: grows tau (SLB_SPEC section 2) as a pure function
-  of the global step `optimizer.iterations`.
 - `calibrate_bn` / `BNCalibration`: set the hard-state statistics of every
   `StateBatchNormalization` layer from forward passes with hard weights
   (SLB_SPEC section 3), before validation, so `val_*` metrics describe the
@@ -13,7 +11,6 @@
 """
 
 import contextlib
-import math
 import numbers
 import os
 import warnings
@@ -26,17 +23,11 @@ from slb_keras import layers as slb_layers_lib
 from slb_keras import normalization
 from slb_keras import ops as slb_ops
 
-SCHEDULES = ("exp", "cos", "linear")
-UPDATE_FREQS = ("step", "epoch")
 STATES = ("hard", "soft")
 
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_positive_int(name, value, allow_none=False):
@@ -46,188 +37,6 @@ def _check_positive_int(name, value, allow_none=False):
         allowed = "a positive int or None" if allow_none else "a positive int"
         raise ValueError(f"Invalid {name}={value!r}: expected {allowed}.")
     return int(value)
-
-
-# -- temperature schedule -------------------------------------------------------
-
-
-class TemperatureScheduler(keras.callbacks.Callback):
-    """Sets the SLB temperature tau from the global training step.
-
-    The schedule goes from `start` to `end` inside an active window
-    [start_fraction * T, end_fraction * T) of the T = `total_steps` training
-    steps; tau = `start` before the window and `end` from its end on. The
-    window is split into `restarts + 1` equal cycles, each going from `start`
-    to `end` (SGD-R style warm restarts). With p in [0, 1) the position in
-    the current cycle:
-
-    - "exp":    tau = start * (end / start) ** p
-    - "cos":    tau = start + (end - start) * (1 - cos(pi * p)) / 2
-    - "linear": tau = start + (end - start) * p
-
-    tau is a pure function of the step s = `optimizer.iterations` (read at
-    each epoch start, plus the batch index), so a resumed run (restored
-    optimizer, new callback) gets the same tau, under any distribution
-    strategy. With `update_freq="epoch"` s is floored to the first step of
-    its epoch: a staircase. With `steps_per_execution=k` in `compile`, tau
-    changes every k steps (Keras calls batch hooks once per execution).
-
-    The value is assigned to every SLB layer's `temperature` variable
-    (as `slb_keras.set_temperature` does) and written to `logs["temperature"]` (put
-    this callback before `TensorBoard` / `CSVLogger` so they record it). The
-    schedule is also callable on its own: `scheduler(step) -> tau`.
-
-    Args:
-        start: tau at the start of the schedule, > 0.
-        end: tau at the end, > 0 (the paper grows 0.01 -> 10).
-        schedule: "exp", "cos" or "linear".
-        total_steps: T; defaults to what `fit` will run in total
-            (`epochs * steps per epoch`, counted from epoch 0, so resumed
-            runs keep the same T).
-        restarts: number of warm restarts R >= 0.
-        start_fraction: start of the active window, in [0, 1).
-        end_fraction: end of the active window, in (start_fraction, 1].
-        update_freq: "step", or "epoch" for a per-epoch staircase.
-        steps_per_epoch: steps of one epoch for the staircase; defaults to
-            what `fit` runs.
-
-    Raises:
-        ValueError: for an argument out of range.
-
-    Example:
-
-    >>> scheduler = TemperatureScheduler(start=0.01, end=10.0, total_steps=100)
-    >>> [round(scheduler(step), 4) for step in (0, 50, 100)]
-    [0.01, 0.3162, 10.0]
-    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
-    >>> model.compile("sgd", "mse")
-    >>> history = model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=2, batch_size=4,
-    ...                     callbacks=[TemperatureScheduler(update_freq="epoch")], verbose=0)
-    >>> [round(t, 4) for t in history.history["temperature"]]  # staircase: tau(0), tau(T/2)
-    [0.01, 0.3162]
-    """
-
-    def __init__(
-        self,
-        start=0.01,
-        end=10.0,
-        schedule="exp",
-        total_steps=None,
-        restarts=0,
-        start_fraction=0.0,
-        end_fraction=1.0,
-        update_freq="step",
-        steps_per_epoch=None,
-    ):
-        super().__init__()
-        for name, value in (("start", start), ("end", end)):
-            if not _is_real(value) or not (0 < value < math.inf):
-                raise ValueError(f"Invalid {name}={value!r}: expected a finite number > 0.")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"Invalid schedule={schedule!r}: expected one of {SCHEDULES}.")
-        if not _is_int(restarts) or restarts < 0:
-            raise ValueError(f"Invalid restarts={restarts!r}: expected an int >= 0.")
-        for name, value in (("start_fraction", start_fraction), ("end_fraction", end_fraction)):
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"Invalid {name}={value!r}: expected a number in [0, 1].")
-        if start_fraction >= end_fraction:
-            raise ValueError(
-                f"Invalid start_fraction={start_fraction!r}, end_fraction={end_fraction!r}: "
-                "expected start_fraction < end_fraction."
-            )
-        if update_freq not in UPDATE_FREQS:
-            raise ValueError(
-                f"Invalid update_freq={update_freq!r}: expected one of {UPDATE_FREQS}."
-            )
-        self.start = float(start)
-        self.end = float(end)
-        self.schedule = schedule
-        self.total_steps = _check_positive_int("total_steps", total_steps, allow_none=True)
-        self.restarts = int(restarts)
-        self.start_fraction = float(start_fraction)
-        self.end_fraction = float(end_fraction)
-        self.update_freq = update_freq
-        self.steps_per_epoch = _check_positive_int(
-            "steps_per_epoch", steps_per_epoch, allow_none=True
-        )
-        self._fit_total_steps = None
-        self._fit_steps_per_epoch = None
-        self._epoch_first_step = 0
-        self._layers = []
-        self._tau = None
-
-    # -- the schedule ---------------------------------------------------------------
-
-    def __call__(self, step):
-        """tau at global step `step` (an int >= 0), as a Python float."""
-        if not _is_int(step) or step < 0:
-            raise ValueError(f"Invalid step={step!r}: expected an int >= 0.")
-        total = self.total_steps or self._fit_total_steps
-        if total is None:
-            raise ValueError(
-                "total_steps is unknown: pass total_steps=... or let fit() set it."
-            )
-        if self.update_freq == "epoch":
-            per_epoch = self.steps_per_epoch or self._fit_steps_per_epoch
-            if per_epoch is None:
-                raise ValueError(
-                    "update_freq='epoch' needs steps_per_epoch: pass it or let fit() set it."
-                )
-            step = (step // per_epoch) * per_epoch
-        window_start = self.start_fraction * total
-        window_end = self.end_fraction * total
-        if step < window_start:
-            return self.start
-        if step >= window_end:
-            return self.end
-        cycle = (window_end - window_start) / (self.restarts + 1)
-        position = (step - window_start) / cycle
-        p = min(max(position - math.floor(position), 0.0), 1.0)
-        if self.schedule == "exp":
-            return self.start * (self.end / self.start) ** p
-        if self.schedule == "cos":
-            return self.start + (self.end - self.start) * 0.5 * (1.0 - math.cos(math.pi * p))
-        return self.start + (self.end - self.start) * p
-
-    # -- Keras hooks ------------------------------------------------------------------
-
-    def on_train_begin(self, logs=None):
-        self._layers = slb_layers_lib.slb_layers(self.model)
-        if not self._layers:
-            raise ValueError("TemperatureScheduler: the model has no SLB layers.")
-        self._tau = None
-        params = self.params or {}
-        steps, epochs = params.get("steps"), params.get("epochs")
-        self._fit_steps_per_epoch = steps
-        self._fit_total_steps = steps * epochs if steps and epochs else None
-        if self.total_steps is None and self._fit_total_steps is None:
-            raise ValueError(
-                "TemperatureScheduler: fit() does not know its number of steps (a "
-                "dataset of unknown size?): pass total_steps=... (and steps_per_epoch "
-                "for update_freq='epoch')."
-            )
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_first_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self._set(self._epoch_first_step)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._set(self._epoch_first_step + int(batch))
-
-    def on_train_batch_end(self, batch, logs=None):
-        if logs is not None and self._tau is not None:
-            logs["temperature"] = self._tau
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._tau is not None:
-            logs["temperature"] = self._tau
-
-    def _set(self, step):
-        tau = self(step)
-        if tau != self._tau:
-            for layer in self._layers:  # the layers' own variables: no retracing
-                layer.temperature.assign(tau)
-            self._tau = tau
 
 
 # -- BN calibration ---------------------------------------------------------------
