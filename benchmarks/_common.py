@@ -50,4 +50,4 @@ def write_report(path, report):
     import training
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    training._write_json(path, report)
+    training.write_json(path, report)

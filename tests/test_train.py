@@ -495,9 +495,20 @@ def test_mixed_precision_run_and_the_global_policy_is_restored(tmp_path):
     assert model.get_layer("fc").dtype_policy.name == "float32"
 
 
-def test_docstring_examples():
-    # setup.cfg collects doctests under slb_keras/ and tests/ only; run training's here.
+def test_docstring_examples(tmp_path, monkeypatch):
+    # setup.cfg collects doctests under slb_keras/ and tests/ only; run every module of
+    # the training package here, in a scratch directory (some examples write files).
     import doctest
+    import importlib
+    import pkgutil
 
-    result = doctest.testmod(training, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted >= 10
+    monkeypatch.chdir(tmp_path)
+    names = [training.__name__] + [
+        f"{training.__name__}.{info.name}" for info in pkgutil.iter_modules(training.__path__)
+    ]
+    attempted = {}
+    for name in names:
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
+        attempted[name] = result.attempted
+    assert all(attempted.values()), attempted  # every module has examples

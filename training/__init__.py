@@ -1,0 +1,95 @@
+"""Training of the paper's networks: `run(config)`, called by train.py and by the tests.
+
+One run = config -> strategy -> data -> model -> `fit` -> BN calibration -> hard test
+accuracy -> files in `model_dir`:
+
+| file            | what                                                             |
+|-----------------|------------------------------------------------------------------|
+| flags.json      | the run's configuration; a different one in the same dir is refused |
+| backup/         | `keras.callbacks.BackupAndRestore` state (weights, optimizer, epoch) |
+| history.csv     | one row per epoch (loss, accuracy, val_*, temperature, lr, seconds) |
+| logs/           | TensorBoard logs                                                 |
+| model.keras     | the final model (written atomically)                             |
+| model.tflite    | with `export=True`                                               |
+| summary.json    | config, final hard test accuracy, seconds per epoch, parameter counts |
+
+A killed run resumes from its last completed epoch when started again with the same
+configuration: the weights, the optimizer (its step counter included, which drives the
+learning rate and the temperature), the temperature variables and the BN statistics
+are restored, and `input_pipeline` restarts the data stream at that epoch, so the result
+matches an uninterrupted run (bit for bit with `deterministic=True` on CPU).
+
+Modules (each imports only those above it):
+
+- `recipes`: `RECIPES`, the paper's settings of each model.
+- `config`: `Config`, `config_from`, `resolve` (recipe defaults + validation),
+  `run_settings`, `UsageError`.
+- `optimization`: `make_lr_schedule`, `make_optimizer`.
+- `run_dir`: the run's file names, atomic writes (`write_json`), model_dir checks.
+- `strategy`: `make_strategy`, `worker_role`.
+- `keras_fixes`: the MultiWorkerMirroredStrategy workaround (the only private Keras).
+- `runner`: `run`.
+
+Example:
+
+>>> import training
+>>> training.resolve(training.Config(model="resnet20", epochs=3)).lr
+0.1
+"""
+
+from training.config import (
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    RUN_INDEPENDENT,
+    STRATEGIES,
+    TEMPERATURE_SCHEDULES,
+    Config,
+    UsageError,
+    config_from,
+    resolve,
+    run_settings,
+)
+from training.optimization import SGD_MOMENTUM, STEP_DECAY, make_lr_schedule, make_optimizer
+from training.recipes import RECIPES
+from training.run_dir import (
+    BACKUP_DIR,
+    FLAGS_FILE,
+    HISTORY_FILE,
+    LOG_DIR,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    TFLITE_FILE,
+    read_json,
+    write_json,
+)
+from training.runner import run
+from training.strategy import make_strategy
+
+__all__ = [
+    "BACKUP_DIR",
+    "FLAGS_FILE",
+    "HISTORY_FILE",
+    "LOG_DIR",
+    "LR_SCHEDULES",
+    "MODEL_FILE",
+    "OPTIMIZERS",
+    "RECIPES",
+    "RUN_INDEPENDENT",
+    "SGD_MOMENTUM",
+    "STEP_DECAY",
+    "STRATEGIES",
+    "SUMMARY_FILE",
+    "TEMPERATURE_SCHEDULES",
+    "TFLITE_FILE",
+    "Config",
+    "UsageError",
+    "config_from",
+    "make_lr_schedule",
+    "make_optimizer",
+    "make_strategy",
+    "read_json",
+    "resolve",
+    "run",
+    "run_settings",
+    "write_json",
+]

@@ -1,0 +1,236 @@
+"""A run's configuration: the `Config` fields (train.py's flags), recipe defaults, validation.
+
+`resolve` fills a `Config`'s recipe defaults (`recipes.RECIPES`) and checks every field;
+`run_settings` is the part of it that defines what is trained (saved in flags.json, so a
+run resumes only with the same settings). Bad values raise `UsageError`, which names the
+flag, its value and what is allowed; train.py prints it as one line and exits with 2.
+"""
+
+import dataclasses
+import math
+import os
+
+import models
+from models import method as method_lib
+from training.recipes import RECIPES
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("cosine", "step", "constant")
+TEMPERATURE_SCHEDULES = ("exp", "cos", "linear")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+# Settings that do not change what is trained: a run may resume with other values.
+RUN_INDEPENDENT = ("model_dir", "data_dir", "strategy", "export", "verbose")
+
+
+class UsageError(ValueError):
+    """Bad input to a run (a flag, the data, the model_dir); train.py exits with status 2.
+
+    Example:
+
+    >>> try:
+    ...     resolve(Config(wbits=9))
+    ... except UsageError as error:
+    ...     print(error)
+    Invalid --wbits=9: expected an integer from 1 to 8.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run depends on; the fields are train.py's flags.
+
+    Fields left `None` take the model's recipe (`RECIPES`) or a value derived from the
+    data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
+    about the size of the test set, used by method "slb" with `sbn` only; `model_dir`:
+    runs/<model>_<method>_w<w>a<a>_<data>).
+
+    Example:
+
+    >>> Config(model="resnet20", wbits=2, abits=2).epochs is None  # until resolve()
+    True
+    """
+
+    model: str = "vgg_small"
+    method: str = "slb"
+    wbits: int = 1
+    abits: int = 1
+    dataset: str = None
+    data_dir: str = None
+    image_size: int = None
+    width_multiplier: float = 1.0
+    epochs: int = None
+    steps_per_epoch: int = None
+    batch_size: int = None
+    optimizer: str = None
+    lr: float = None
+    lr_schedule: str = None
+    lr_step_epochs: tuple = None
+    weight_decay: float = None
+    activation_quantizer: str = None
+    temperature_start: float = None
+    temperature_end: float = None
+    temperature_schedule: str = None
+    temperature_restarts: int = None
+    temperature_start_fraction: float = None
+    temperature_end_fraction: float = None
+    bn_calibration_steps: int = None
+    sbn: bool = True
+    sync_bn: bool = False
+    model_dir: str = None
+    strategy: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    export: bool = False
+    verbose: int = None
+
+
+def config_from(flags_or_config):
+    """A `Config` from a Config, a dict, or an object with the fields as attributes (absl FLAGS).
+
+    Raises:
+        UsageError: for a dict key that is not a field.
+
+    Example:
+
+    >>> config_from({"model": "resnet20", "epochs": 3}).epochs
+    3
+    """
+    if isinstance(flags_or_config, Config):
+        return flags_or_config
+    names = [field.name for field in dataclasses.fields(Config)]
+    if isinstance(flags_or_config, dict):
+        unknown = sorted(set(flags_or_config) - set(names))
+        if unknown:
+            raise UsageError(f"Unknown setting {unknown[0]!r}: expected one of {', '.join(names)}.")
+        return Config(**flags_or_config)
+    values = {}
+    for name in names:
+        if hasattr(flags_or_config, name):
+            value = getattr(flags_or_config, name)
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return Config(**values)
+
+
+def invalid_flag(name, value, expected):
+    """The `UsageError` for `--name=value`, saying what is `expected`.
+
+    Example:
+
+    >>> print(invalid_flag("epochs", -1, "an integer >= 1"))
+    Invalid --epochs=-1: expected an integer >= 1.
+    """
+    return UsageError(f"Invalid --{name}={value}: expected {expected}.")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def resolve(config):
+    """Fills the recipe defaults of `config` and validates every field.
+
+    Returns:
+        A `Config` with no recipe field left `None` (data-derived ones may stay None).
+
+    Raises:
+        UsageError: for the first invalid field, naming it, its value and what is allowed.
+
+    Example:
+
+    >>> resolve(Config(model="resnet20")).lr
+    0.1
+    """
+    if config.model not in models.MODELS:
+        raise invalid_flag("model", config.model, "one of " + ", ".join(models.MODELS))
+    recipe = RECIPES[config.model]
+    config = dataclasses.replace(
+        config,
+        **{k: v for k, v in recipe.items() if getattr(config, k) is None},
+    )
+    if config.method not in method_lib.METHODS:
+        raise invalid_flag("method", config.method, "one of " + ", ".join(method_lib.METHODS))
+    try:
+        method_lib.Method(
+            method=config.method,
+            wbits=config.wbits,
+            abits=config.abits,
+            activation_quantizer=config.activation_quantizer,
+        )
+        method_lib.scaled_filters(1, config.width_multiplier)
+    except ValueError as error:
+        raise UsageError(str(error).replace("Invalid ", "Invalid --", 1)) from None
+    for name, low in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("steps_per_epoch", 1),
+        ("image_size", 8),
+        ("bn_calibration_steps", 0),
+        ("temperature_restarts", 0),
+        ("seed", 0),
+    ):
+        value = getattr(config, name)
+        if value is not None and not (_is_int(value) and value >= low):
+            raise invalid_flag(name, value, f"an integer >= {low}")
+    for name, allowed in (
+        ("optimizer", OPTIMIZERS),
+        ("lr_schedule", LR_SCHEDULES),
+        ("temperature_schedule", TEMPERATURE_SCHEDULES),
+        ("strategy", STRATEGIES),
+    ):
+        if getattr(config, name) not in allowed:
+            raise invalid_flag(name, getattr(config, name), "one of " + ", ".join(allowed))
+    for name in ("lr", "temperature_start", "temperature_end"):
+        value = getattr(config, name)
+        if not (_is_number(value) and value > 0):
+            raise invalid_flag(name, value, "a finite number > 0")
+    if not (_is_number(config.weight_decay) and config.weight_decay >= 0):
+        raise invalid_flag("weight_decay", config.weight_decay, "a finite number >= 0")
+    start, end = config.temperature_start_fraction, config.temperature_end_fraction
+    if not (_is_number(start) and _is_number(end) and 0 <= start < end <= 1):
+        raise invalid_flag(
+            "temperature_start_fraction/--temperature_end_fraction",
+            f"{start}/{end}",
+            "fractions of training with 0 <= start < end <= 1",
+        )
+    steps = config.lr_step_epochs
+    if not (
+        isinstance(steps, tuple)
+        and all(_is_number(s) and 0 < s < 1 for s in steps)
+        and list(steps) == sorted(steps)
+    ):
+        raise invalid_flag("lr_step_epochs", steps, "increasing fractions of training in (0, 1)")
+    for name in ("sbn", "sync_bn", "deterministic", "mixed_precision", "jit_compile", "export"):
+        if not isinstance(getattr(config, name), bool):
+            raise invalid_flag(name, getattr(config, name), "true or false")
+    if not isinstance(config.dataset, str) or not config.dataset:
+        raise invalid_flag("dataset", config.dataset, "a data set name or path")
+    if config.data_dir is not None and not os.path.isdir(config.data_dir):
+        raise invalid_flag("data_dir", config.data_dir, "an existing directory (no such directory)")
+    if config.model_dir is None:
+        data_name = os.path.splitext(os.path.basename(config.dataset.rstrip("/")))[0]
+        name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_name}"
+        config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
+    return config
+
+
+def run_settings(config):
+    """The fields of `config` that define what is trained (saved in flags.json).
+
+    Example:
+
+    >>> settings = run_settings(resolve(Config()))
+    >>> "model_dir" in settings, settings["lr"]
+    (False, 0.02)
+    """
+    settings = dataclasses.asdict(config)
+    for name in RUN_INDEPENDENT:
+        settings.pop(name)
+    settings["lr_step_epochs"] = list(settings["lr_step_epochs"])
+    return settings

@@ -1,0 +1,276 @@
+"""One run: config -> strategy -> data -> model -> `fit` -> BN calibration -> hard test
+accuracy -> files in `model_dir` (see the package docstring for the files and resume).
+
+The strategy scope wraps only the model, the optimizer and `compile` (as in
+tensorflow/models `mnist_main.py`); the batch size is global.
+"""
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+import input_pipeline
+import models
+import slb_keras
+from training.config import UsageError, config_from, invalid_flag, resolve
+from training.keras_fixes import multi_worker_fixes
+from training.optimization import make_optimizer
+from training.run_dir import (
+    BACKUP_DIR,
+    HISTORY_FILE,
+    LOG_DIR,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    TFLITE_FILE,
+    check_model_dir,
+    create_model_dir,
+    read_history,
+    save_model,
+    write_json,
+)
+from training.strategy import make_strategy, worker_role
+
+
+def run(flags_or_config, datasets_override=None, strategy_override=None):
+    """Trains, calibrates, evaluates and saves one model; returns the run's summary.
+
+    Args:
+        flags_or_config: a `Config`, a dict of its fields or absl FLAGS.
+        datasets_override: optional `(train, test)` datasets (tf.data or distributed)
+            used instead of `input_pipeline.make_datasets`; the training one must
+            repeat (steps_per_epoch batches per epoch). The data set's info (classes,
+            shape, sizes) still comes from `config.dataset`.
+        strategy_override: optional `tf.distribute.Strategy` instead of `config.strategy`.
+
+    Returns:
+        The summary dict written to summary.json: "config" (all settings), "test_accuracy"
+        and "test_loss" (hard network, after calibration), "seconds_per_epoch",
+        "epoch_seconds" (epochs run by this call), "resumed_from_epoch", "parameters"
+        (`models.count_weights`), "history" (every epoch's logs), "strategy", "replicas".
+
+    Raises:
+        UsageError: for bad input (flags, data, model_dir); nothing in model_dir is
+            changed in that case.
+
+    Example:
+
+    >>> summary = run({"dataset": "digits", "epochs": 1, "model_dir": "runs/quick"})  # doctest: +SKIP
+    >>> summary["test_accuracy"]  # doctest: +SKIP
+
+    Bad input is refused before anything is written:
+
+    >>> try:
+    ...     run({"dataset": "digits", "wbits": 9, "model_dir": "bad_run"})
+    ... except UsageError as error:
+    ...     print(error)
+    Invalid --wbits=9: expected an integer from 1 to 8.
+    >>> os.path.exists("bad_run")
+    False
+    """
+    config = resolve(config_from(flags_or_config))
+    strategy = strategy_override or make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise invalid_flag("batch_size", config.batch_size, f"a multiple of the {replicas} replicas")
+    try:
+        info = input_pipeline.get_dataset_info(config.dataset, config.data_dir, config.image_size)
+        steps_per_epoch = config.steps_per_epoch or info.steps_per_epoch(config.batch_size)
+    except ValueError as error:
+        raise UsageError(f"--dataset={config.dataset}: {error}") from None
+    is_chief, task_id = worker_role(strategy)
+    done = check_model_dir(config, is_chief)
+    if done is not None:
+        print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
+        return done
+    create_model_dir(config, is_chief)
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override):
+    model_dir = config.model_dir
+    backup_dir = os.path.join(model_dir, BACKUP_DIR if is_chief else f"{BACKUP_DIR}-worker{task_id}")
+    with strategy.scope():
+        model = models.get_model(
+            config.model,
+            method=config.method,
+            wbits=config.wbits,
+            abits=config.abits,
+            input_shape=info.input_shape,
+            num_classes=info.num_classes,
+            width_multiplier=config.width_multiplier,
+            activation_quantizer=config.activation_quantizer,
+            sbn=config.sbn,
+            sync_bn=config.sync_bn,
+        )
+        model.compile(
+            optimizer=make_optimizer(config, steps_per_epoch),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=config.jit_compile,
+        )
+        backup = keras.callbacks.BackupAndRestore(
+            backup_dir, double_checkpoint=True, delete_checkpoint=False
+        )
+        backup.set_model(model)
+        backup.on_train_begin()  # restores the last completed epoch, if any
+    initial_epoch = min(int(model.optimizer.iterations.numpy()) // steps_per_epoch, config.epochs)
+    if initial_epoch:
+        taus = [float(layer.temperature.numpy()) for layer in slb_keras.slb_layers(model)]
+        print(
+            f"Resuming {model_dir} at epoch {initial_epoch + 1}/{config.epochs} "
+            f"(step {int(model.optimizer.iterations.numpy())}"
+            + (f", temperature {taus[0]:.6g})" if taus else ")"),
+            flush=True,
+        )
+
+    calibration_ds = None
+    if datasets_override is not None:
+        train_ds, test_ds, *calibration = datasets_override
+        calibration_ds = calibration[0] if calibration else train_ds
+    else:
+        train_ds, test_ds = input_pipeline.make_datasets(
+            config.dataset,
+            config.data_dir,
+            config.batch_size,
+            strategy,
+            image_size=config.image_size,
+            seed=config.seed,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+        )
+        if config.method == "slb":  # global batches of the training set (epoch 0)
+            calibration_ds = input_pipeline.build_dataset(
+                config.dataset,
+                "train",
+                config.batch_size,
+                data_dir=config.data_dir,
+                image_size=config.image_size,
+                seed=config.seed,
+                steps_per_epoch=steps_per_epoch,
+            )
+    calibration_steps = config.bn_calibration_steps
+    if calibration_steps is None:
+        calibration_steps = max(1, math.ceil(info.num_test / config.batch_size))
+    if config.method != "slb" or not config.sbn:
+        calibration_steps = 0  # no hard statistics to calibrate
+
+    timer = _EpochTimer()
+    callbacks = [timer]
+    if config.method == "slb":
+        callbacks += _slb_callbacks(
+            config,
+            calibration_ds,
+            config.epochs * steps_per_epoch,
+            calibration_steps,
+            os.path.join(model_dir, LOG_DIR) if is_chief else None,
+        )
+    if is_chief:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=True))
+    callbacks.append(backup)
+    if is_chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR)))
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    with multi_worker_fixes(model, strategy):
+        model.fit(
+            train_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test_ds,
+            shuffle=False,  # the pipeline shuffles, by epoch
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    summary = _make_summary(config, model, strategy, initial_epoch, timer.seconds, test_loss, test_accuracy)
+    if is_chief:
+        save_model(model, os.path.join(model_dir, MODEL_FILE))
+        if config.export:
+            # STE layers go out as the SLB layers of the same hard kernel (exact int8).
+            exported = models.ste.to_slb_model(model) if config.method == "ste" else model
+            slb_keras.export_tflite(exported, os.path.join(model_dir, TFLITE_FILE))
+            summary["tflite_file"] = TFLITE_FILE
+        summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))
+        write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    if is_chief:
+        print(
+            f"Hard-quantized test accuracy {test_accuracy:.4f} ({config.method}, "
+            f"W{config.wbits}/A{config.abits}); summary in {model_dir}/{SUMMARY_FILE}",
+            flush=True,
+        )
+    return summary
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` (training + validation wall time) to the epoch logs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+        if logs is not None:
+            logs["epoch_seconds"] = self.seconds[-1]
+
+
+def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_dir):
+    """Temperature schedule, SLB metrics and BN calibration (method "slb").
+
+    The calibration runs after every epoch's training steps (before validation, so the
+    val_* metrics are those of the hard network) and once more at the end of training.
+    """
+    callbacks = [
+        slb_keras.TemperatureScheduler(
+            start=config.temperature_start,
+            end=config.temperature_end,
+            schedule=config.temperature_schedule,
+            total_steps=total_steps,
+            restarts=config.temperature_restarts,
+            start_fraction=config.temperature_start_fraction,
+            end_fraction=config.temperature_end_fraction,
+        ),
+        slb_keras.SLBMetrics(x=calibration_ds, log_dir=log_dir),
+    ]
+    if calibration_steps:
+        callbacks.append(slb_keras.BNCalibration(calibration_ds, steps=calibration_steps))
+    return callbacks
+
+
+def _make_summary(config, model, strategy, initial_epoch, epoch_seconds, test_loss, test_accuracy):
+    """The run's summary: config, final hard test accuracy, timing, parameter counts."""
+    return {
+        "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "resumed_from_epoch": initial_epoch,
+        "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
+        "epoch_seconds": list(epoch_seconds),
+        "parameters": models.count_weights(model),
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "model_file": MODEL_FILE,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "slb_keras": slb_keras.__version__,
+    }
