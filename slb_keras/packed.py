@@ -1,8 +1,5 @@
 """The packed format (SLB kernels as b-bit codes: the true 32/b compression) and sizes.
 
-This module also holds what every export shares: the size report
-(`ExportReport`, `LayerExport`) and the atomic file writing.
-
 `export_packed(model, path)` writes the inference model of `to_inference_model`
 with every SLB kernel stored as its integer codes q = argmax_k A_k, b bits each;
 `load_packed(path)` rebuilds that inference model exactly (same layers, weights
@@ -41,26 +38,24 @@ Example:
 (2, [0, 3, 1, 2, 3])
 """
 
-import contextlib
-import dataclasses
 import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import keras
 import numpy as np
 
+from slb_keras import export_report
+from slb_keras import files
+from slb_keras import inference_model as inference_module
 from slb_keras import value_sets
 
 FORMAT = "slb_keras.packed"
 VERSION = 1
 _MANIFEST = "manifest.json"
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
-# The TFLite converter's dynamic-range quantization leaves smaller weights float.
-_DYNAMIC_RANGE_MIN_WEIGHTS = 1024
 
 
 # -- bit packing -------------------------------------------------------------------
@@ -151,10 +146,8 @@ def export_packed(model, path):
     >>> bool(np.all(rebuilt.layers[-1].kernel.numpy() == model.layers[-1].hard_kernel().numpy()))
     True
     """
-    from slb_keras import export  # export imports this module
-
-    path = _check_output_path(path, "path")
-    inference, kernels = export._inference_model(model, float32=True)
+    path = files.check_output_path(path, "path")
+    inference, kernels = inference_module.inference_model_and_kernels(model, float32=True)
     by_variable = {id(entry.layer.kernel): entry for entry in kernels}
     entries, members = [], []
     for i, variable in enumerate(inference.weights):
@@ -189,8 +182,8 @@ def export_packed(model, path):
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, data in [(_MANIFEST, json.dumps(manifest).encode("utf-8"))] + members:
             archive.writestr(zipfile.ZipInfo(name, date_time=_DATE_TIME), data)
-    _write_atomic(path, buffer.getvalue())
-    return _size_report(
+    files.atomic_write(path, buffer.getvalue())
+    return export_report.size_report(
         path, "packed", inference, kernels, stored=lambda n, bits, slb: math.ceil(n * bits / 8)
     )
 
@@ -255,160 +248,3 @@ def _read_weight(archive, entry, path):
     if array.shape != shape or array.dtype.name != entry["dtype"]:
         raise ValueError(f"Invalid path={path!r}: bad shape or dtype for {entry['path']!r}.")
     return array
-
-
-# -- the size report and file writing -------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerExport:
-    """Size and content of one kernel in an export.
-
-    Attributes:
-        name: layer name (the SLB layer's name for SLB kernels).
-        kind: class of the source layer, e.g. "SLBConv2D" or "Dense".
-        bits: weight bits in the export: the SLB `wbits`, 8 for a full-precision
-            kernel quantized to int8, 32 for a float one.
-        num_weights: number of kernel entries.
-        values: the distinct values of W_h in use (empty for float kernels).
-        float32_bytes: 4 * num_weights.
-        stored_bytes: bytes the kernel takes in the exported file.
-        packed_bytes: the size in the packed file: ceil(num_weights * bits / 8)
-            for an SLB kernel, 4 * num_weights for a full-precision one.
-    """
-
-    name: str
-    kind: str
-    bits: int
-    num_weights: int
-    values: tuple
-    float32_bytes: int
-    stored_bytes: int
-    packed_bytes: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportReport:
-    """What an export wrote: per-layer kernels and the totals.
-
-    Attributes:
-        path: the file written.
-        format: "tflite" or "packed".
-        layers: a `LayerExport` per Dense/Conv kernel (SLB or not).
-        file_bytes: size of the written file, `os.path.getsize(path)`.
-        float32_bytes: all parameters of the inference model at 4 bytes each.
-        packed_bytes: the ideal packed size: b bits per SLB weight, 4 bytes per
-            other parameter.
-    """
-
-    path: str
-    format: str
-    layers: tuple
-    file_bytes: int
-    float32_bytes: int
-    packed_bytes: int
-
-    @property
-    def compression(self):
-        """float32_bytes / file_bytes."""
-        return self.float32_bytes / self.file_bytes if self.file_bytes else float("inf")
-
-    def __str__(self):
-        rows = [f"{'layer':<28} {'kind':<20} {'bits':>4} {'weights':>10} "
-                f"{'float32 B':>11} {'stored B':>10} {'packed B':>10}  values"]
-        for layer in self.layers:
-            values = _format_values(layer.values, layer.bits) if layer.values else "float"
-            rows.append(
-                f"{layer.name:<28} {layer.kind:<20} {layer.bits:>4} {layer.num_weights:>10} "
-                f"{layer.float32_bytes:>11} {layer.stored_bytes:>10} "
-                f"{layer.packed_bytes:>10}  {values}"
-            )
-        rows.append(
-            f"total: float32 {self.float32_bytes} B, {self.format} file {self.file_bytes} B "
-            f"({100.0 * self.file_bytes / max(self.float32_bytes, 1):.1f}% of float32), "
-            f"ideal packed {self.packed_bytes} B "
-            f"({100.0 * self.packed_bytes / max(self.float32_bytes, 1):.1f}%): {self.path}"
-        )
-        return "\n".join(rows)
-
-
-def _format_values(values, bits):
-    m1 = 2**bits - 1
-    if len(values) > 8:
-        return f"{len(values)} of the {m1 + 1} values"
-    integers = ", ".join(str(int(round(v * m1))) for v in values)
-    return f"{{{integers}}}" + (f"/{m1}" if m1 > 1 else "")
-
-
-def _size_report(path, fmt, inference, kernels, stored, float_bits=32):
-    """The ExportReport of a file written from `inference` and its SLB kernels."""
-    by_layer = {id(entry.layer): entry for entry in kernels}
-    rows = []
-    slb_params = 0
-    for layer in inference._flatten_layers(include_self=False, recursive=True):
-        if not isinstance(getattr(layer, "kernel", None), keras.Variable):
-            continue
-        n = int(np.prod(layer.kernel.shape))
-        entry = by_layer.get(id(layer))
-        if entry is not None:
-            slb_params += n
-            values = tuple(float(v) for v in value_sets.value_set(entry.wbits)[np.unique(entry.codes)])
-            bits, name, kind = entry.wbits, entry.source, entry.kind
-        else:
-            values, name, kind = (), layer.name, type(layer).__name__
-            quantized = float_bits == 8 and n >= _DYNAMIC_RANGE_MIN_WEIGHTS
-            bits = 8 if quantized else 32
-        rows.append(
-            LayerExport(
-                name=name,
-                kind=kind,
-                bits=bits,
-                num_weights=n,
-                values=values,
-                float32_bytes=4 * n,
-                stored_bytes=stored(n, bits, entry is not None),
-                packed_bytes=math.ceil(n * bits / 8) if entry is not None else 4 * n,
-            )
-        )
-    total = int(inference.count_params())
-    packed = sum(math.ceil(e.codes.size * e.wbits / 8) for e in kernels) + 4 * (total - slb_params)
-    return ExportReport(
-        path=str(path),
-        format=fmt,
-        layers=tuple(rows),
-        file_bytes=os.path.getsize(path),
-        float32_bytes=4 * total,
-        packed_bytes=packed,
-    )
-
-
-def _check_output_path(path, name):
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"Invalid {name}={path!r}: expected a file path.")
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise ValueError(f"Invalid {name}={path!r}: it is a directory; expected a file path.")
-    if not os.path.isdir(parent):
-        raise ValueError(
-            f"Invalid {name}={path!r}: the directory {parent!r} does not exist."
-        )
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"Invalid {name}={path!r}: the directory {parent!r} is not writable.")
-    return path
-
-
-def _write_atomic(path, data):
-    """Writes `data` to a temporary file beside `path`, then renames it."""
-    directory, base = os.path.split(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
