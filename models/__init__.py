@@ -1,14 +1,15 @@
 """The paper's networks, each trainable with SLB, the STE baseline or in full precision.
 
-| name        | network                      | default input  | paper's data |
-|-------------|------------------------------|----------------|--------------|
-| "vgg_small" | VGG-Small (LQ-Nets), 4.66M   | 32x32x3, 10    | CIFAR-10     |
-| "resnet20"  | ResNet-20 (16/32/64), 0.27M  | 32x32x3, 10    | CIFAR-10     |
-| "resnet18"  | ResNet-18, 11.7M             | 224x224x3, 1000| ImageNet     |
+| name        | network                      | default input  | paper's data | blocks (default first) |
+|-------------|------------------------------|----------------|--------------|------------------------|
+| "vgg_small" | VGG-Small (LQ-Nets), 4.66M   | 32x32x3, 10    | CIFAR-10     | conv                   |
+| "resnet20"  | ResNet-20 (16/32/64), 0.27M  | 32x32x3, 10    | CIFAR-10     | convprelubn, standard  |
+| "resnet18"  | ResNet-18, 11.7M             | 224x224x3, 1000| ImageNet     | bireal, standard       |
 
 Every builder is keyword-only and takes `method` ("slb" | "ste" | "fp"), `wbits`,
-`abits`, `input_shape`, `num_classes`, `width_multiplier`, `activation_quantizer`, `sbn`,
-`sync_bn` and `name`; the first conv and the classifier are always full precision.
+`abits`, `input_shape`, `num_classes`, `width_multiplier`, `activation_quantizer`,
+`block` (the default is the authors' network), `sbn`, `sync_bn` and `name`; the first
+conv and the classifier are always full precision.
 
 Example:
 
@@ -21,6 +22,9 @@ import math
 
 import keras
 
+from models import resnet_cifar
+from models import resnet_imagenet
+from models import vgg_small as vgg_small_module
 from models.method import METHODS
 from models.method import Method
 from models.resnet_cifar import resnet20
@@ -35,6 +39,12 @@ MODELS = {
     "vgg_small": vgg_small,
     "resnet20": resnet20,
     "resnet18": resnet18,
+}
+# The block types of each builder; the first is its default (the authors' network).
+BLOCKS = {
+    "vgg_small": vgg_small_module.BLOCKS,
+    "resnet20": resnet_cifar.BLOCKS,
+    "resnet18": resnet_imagenet.BLOCKS,
 }
 
 
@@ -91,6 +101,7 @@ def count_weights(model):
 
 
 __all__ = [
+    "BLOCKS",
     "METHODS",
     "MODELS",
     "Method",

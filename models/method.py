@@ -36,6 +36,7 @@ BN_EPSILON = 1e-5
 # quantized inputs follow BN + ReLU, so 3 keeps all but 0.13% of a unit normal unclipped
 # and spends the 2**abits levels on the range the activations occupy.
 PACT_ALPHA_INIT = 3.0
+PRELU_ALPHA_INIT = 0.25  # PyTorch's nn.PReLU default, the authors' framework
 
 
 def validate_method(method):
@@ -149,16 +150,26 @@ class Method:
             return slb_keras.StateBatchNormalization(**kwargs)
         return keras.layers.BatchNormalization(**kwargs)
 
+    def prelu(self, x, *, name):
+        """Per-channel PReLU with slope 0.25 at start (PyTorch's `nn.PReLU(channels)`)."""
+        return keras.layers.PReLU(
+            alpha_initializer=keras.initializers.Constant(PRELU_ALPHA_INIT),
+            shared_axes=[1, 2],
+            name=name,
+        )(x)
+
     def activation(self, x, *, name, feeds_quantized=True):
         """ReLU, except before a 1-bit quantized input (the sign is the nonlinearity)."""
         if feeds_quantized and self.quantizer_alias == "ste_sign":
             return x
         return keras.layers.ReLU(name=name)(x)
 
-    def config(self):
-        """The settings as a dict (recorded in run summaries)."""
-        return dataclasses.asdict(self)
 
+def validate_choice(name, value, allowed):
+    """`value` if it is one of `allowed`, else a ValueError naming `name`."""
+    if value not in allowed:
+        raise ValueError(f"Invalid {name}={value!r}: expected one of {', '.join(allowed)}.")
+    return value
 
 
 def validate_input_shape(input_shape, min_size):

@@ -1,16 +1,29 @@
 """ResNet-20 for CIFAR (He et al. 2016, 16/32/64 channels), the paper's second CIFAR-10 network.
 
 3x3 full-precision stem conv, three stages of three basic blocks (16, 32, 64 filters,
-strides 1, 2, 2), global average pooling and a full-precision classifier.
-**Decision**: where a block changes shape, the shortcut is a 1x1 strided conv + BN
-(option B), quantized like every other inner conv (only the first conv and the last
-dense stay full precision).
+strides 1, 2, 2), global average pooling and a full-precision classifier. Two block
+types (`block=`):
+
+- "convprelubn" (default, the authors' `--basic_block_type=convprelubn`): each conv is
+  followed by PReLU then BN (conv -> PReLU -> BN), the shortcut is added after the
+  second BN and nothing follows the addition; the quantized convs see the block input
+  directly (their own quantizer: sign at 1 bit, PACT/DoReFa clipping at 2+ bits). The
+  stem is conv -> PReLU -> BN too.
+- "standard": He et al.'s post-activation block, conv -> BN -> ReLU -> conv -> BN, add,
+  ReLU (the ReLU before a 1-bit sign quantizer is left out: the sign is the
+  nonlinearity).
+
+**Decision** (both types): where a block changes shape, the shortcut is a 1x1 strided
+conv + BN (option B), quantized like every other inner conv: the paper keeps only the
+first conv and the last dense layer in full precision, and ResNet-20's two shortcut
+convs hold 2.6% of its weights.
 """
 
 import keras
 
 from models import method as method_lib
 
+BLOCKS = ("convprelubn", "standard")
 STAGE_FILTERS = (16, 32, 64)
 STAGE_STRIDES = (1, 2, 2)
 BLOCKS_PER_STAGE = 3
@@ -44,12 +57,32 @@ def apply_basic_block(x, m, filters, *, stride, name, feeds_quantized=True):
     return m.activation(y, name=f"{name}_out", feeds_quantized=feeds_quantized)
 
 
-def apply_stages(x, m, stage_filters, stage_strides, blocks_per_stage):
-    """Stacks the residual stages; blocks are named stage{i}_block{j}."""
+def apply_convprelubn_block(x, m, filters, *, stride, name, feeds_quantized=True):
+    """The authors' "convprelubn" basic block: (conv-PReLU-BN) x 2 + shortcut.
+
+    Same arguments as `apply_basic_block` (`feeds_quantized` is unused: no
+    activation follows the addition).
+    """
+    del feeds_quantized
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = m.conv2d(filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
+        shortcut = m.batch_norm(name=f"{name}_shortcut_bn")(shortcut)
+    y = m.conv2d(filters, 3, strides=stride, name=f"{name}_conv1")(x)
+    y = m.prelu(y, name=f"{name}_prelu1")
+    y = m.batch_norm(name=f"{name}_bn1")(y)
+    y = m.conv2d(filters, 3, name=f"{name}_conv2")(y)
+    y = m.prelu(y, name=f"{name}_prelu2")
+    y = m.batch_norm(name=f"{name}_bn2")(y)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def apply_stages(x, m, stage_filters, stage_strides, blocks_per_stage, apply_block=apply_basic_block):
+    """Stacks the residual stages of `apply_block`; blocks are named stage{i}_block{j}."""
     for stage, (filters, stride) in enumerate(zip(stage_filters, stage_strides), start=1):
         for block in range(1, blocks_per_stage + 1):
             last = stage == len(stage_filters) and block == blocks_per_stage
-            x = apply_basic_block(
+            x = apply_block(
                 x,
                 m,
                 filters,
@@ -69,6 +102,7 @@ def resnet20(
     num_classes=10,
     width_multiplier=1.0,
     activation_quantizer="pact",
+    block="convprelubn",
     sbn=True,
     sync_bn=False,
     name="resnet20",
@@ -84,6 +118,8 @@ def resnet20(
         width_multiplier: scales every conv's filters (1.0 = 16/32/64).
         activation_quantizer: "pact" (default, the paper's ResNet recipe) or
             "dorefa", for abits 2..8.
+        block: "convprelubn" (default, the authors') or "standard" (see the
+            module docstring).
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
         name: model name.
@@ -102,6 +138,8 @@ def resnet20(
     TensorShape([1, 10])
     >>> len(slb_keras.slb_layers(model))  # 18 convs in the blocks + 2 shortcuts
     20
+    >>> [layer.name for layer in model.layers[4:7]]
+    ['stage1_block1_conv1', 'stage1_block1_prelu1', 'stage1_block1_bn1']
     """
     m = method_lib.Method(
         method=method,
@@ -111,15 +149,22 @@ def resnet20(
         sbn=sbn,
         sync_bn=sync_bn,
     )
+    method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=8)
     method_lib.validate_num_classes(num_classes)
     filters = [method_lib.scaled_filters(f, width_multiplier) for f in STAGE_FILTERS]
 
     inputs = keras.Input(input_shape, name="image")
     x = m.conv2d(filters[0], 3, name="stem_conv", quantized=False)(inputs)
-    x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
-    x = m.activation(x, name="stem_relu")
-    x = apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE)
+    if block == "convprelubn":
+        x = m.prelu(x, name="stem_prelu")
+        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
+        apply_block = apply_convprelubn_block
+    else:
+        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
+        x = m.activation(x, name="stem_relu")
+        apply_block = apply_basic_block
+    x = apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = m.dense(num_classes, name="fc", quantized=False, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -1,9 +1,19 @@
 """ResNet-18 for ImageNet (He et al. 2016), the paper's ImageNet network.
 
-7x7/2 full-precision stem conv, BN, activation, 3x3/2 max pooling, four stages of two
-basic blocks (64, 128, 256, 512 filters, strides 1, 2, 2, 2), global average pooling and
-a full-precision classifier. Projection shortcuts (1x1 strided conv + BN) are quantized
-like the other inner convs (the blocks are those of `models.resnet_cifar`).
+7x7/2 full-precision stem conv, 3x3/2 max pooling, four stages of two basic blocks (64,
+128, 256, 512 filters, strides 1, 2, 2, 2), global average pooling and a full-precision
+classifier. Two block types (`block=`):
+
+- "bireal" (default, the authors' `--arch=bireal_resnet18`, Liu et al. 2018's Bi-Real
+  Net with the authors' convprelubn units): an identity shortcut around EVERY 3x3 conv,
+  each unit being conv -> PReLU -> BN, then the addition. Where a unit changes shape the
+  shortcut is Bi-Real's real-valued downsampling: 2x2 average pooling, a
+  full-precision 1x1 conv and BN (these 3 convs hold 1.5% of the weights; Bi-Real Net
+  keeps them real-valued because the shortcuts carry the real-valued information the
+  binary convs lose). The stem is conv -> PReLU -> BN -> max pooling.
+- "standard": the basic blocks of `models.resnet_cifar` (conv-BN-ReLU-conv-BN + a
+  shortcut around the pair, ReLU), whose projection shortcuts (1x1 strided conv + BN)
+  are quantized like the other inner convs.
 """
 
 import keras
@@ -11,9 +21,31 @@ import keras
 from models import method as method_lib
 from models import resnet_cifar
 
+BLOCKS = ("bireal", "standard")
 STAGE_FILTERS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = 2
+
+
+def apply_bireal_unit(x, m, filters, *, stride, name):
+    """One Bi-Real unit: conv(3x3) -> PReLU -> BN, plus an identity (or downsampling) shortcut."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        if stride != 1:
+            shortcut = keras.layers.AveragePooling2D(stride, name=f"{name}_down_pool")(shortcut)
+        shortcut = m.conv2d(filters, 1, name=f"{name}_down_conv", quantized=False)(shortcut)
+        shortcut = m.batch_norm(name=f"{name}_down_bn", after_quantized=False)(shortcut)
+    y = m.conv2d(filters, 3, strides=stride, name=f"{name}_conv")(x)
+    y = m.prelu(y, name=f"{name}_prelu")
+    y = m.batch_norm(name=f"{name}_bn")(y)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def apply_bireal_block(x, m, filters, *, stride, name, feeds_quantized=True):
+    """Two Bi-Real units (a ResNet basic block with a shortcut around each conv)."""
+    del feeds_quantized  # no activation follows the additions
+    x = apply_bireal_unit(x, m, filters, stride=stride, name=f"{name}_unit1")
+    return apply_bireal_unit(x, m, filters, stride=1, name=f"{name}_unit2")
 
 
 def resnet18(
@@ -24,7 +56,8 @@ def resnet18(
     input_shape=(224, 224, 3),
     num_classes=1000,
     width_multiplier=1.0,
-    activation_quantizer="dorefa",
+    activation_quantizer="pact",
+    block="bireal",
     sbn=True,
     sync_bn=False,
     name="resnet18",
@@ -39,14 +72,17 @@ def resnet18(
             network downsamples by 32; lower resolutions are for quick tests).
         num_classes: size of the (full-precision) classifier, >= 2.
         width_multiplier: scales every conv's filters (1.0 = 64..512).
-        activation_quantizer: "dorefa" (default) or "pact", for abits 2..8.
+        activation_quantizer: "pact" (default, the authors' `--pact`) or "dorefa",
+            for abits 2..8.
+        block: "bireal" (default, the authors') or "standard" (see the module
+            docstring).
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
         name: model name.
 
     Returns:
         A `keras.Model` (not compiled): stem_conv, stem_bn, stem_pool,
-        stage{1..4}_block{1,2}_*, pool, fc.
+        stage{1..4}_block{1,2}_* (bireal: stage{i}_block{j}_unit{1,2}_*), pool, fc.
 
     Raises:
         ValueError: for an argument out of range, naming it.
@@ -57,6 +93,9 @@ def resnet18(
     ...                  width_multiplier=0.125)
     >>> model(np.zeros((1, 32, 32, 3), "float32")).shape
     TensorShape([1, 5])
+    >>> bireal = resnet18(method="slb", input_shape=(32, 32, 3), width_multiplier=0.125)
+    >>> len(slb_keras.slb_layers(bireal))  # the 16 3x3 convs; shortcuts are real-valued
+    16
     """
     m = method_lib.Method(
         method=method,
@@ -66,16 +105,23 @@ def resnet18(
         sbn=sbn,
         sync_bn=sync_bn,
     )
+    method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=32)
     method_lib.validate_num_classes(num_classes)
     filters = [method_lib.scaled_filters(f, width_multiplier) for f in STAGE_FILTERS]
 
     inputs = keras.Input(input_shape, name="image")
     x = m.conv2d(filters[0], 7, strides=2, name="stem_conv", quantized=False)(inputs)
-    x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
-    x = m.activation(x, name="stem_relu")
+    if block == "bireal":
+        x = m.prelu(x, name="stem_prelu")
+        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
+        apply_block = apply_bireal_block
+    else:
+        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
+        x = m.activation(x, name="stem_relu")
+        apply_block = resnet_cifar.apply_basic_block
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    x = resnet_cifar.apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE)
+    x = resnet_cifar.apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = m.dense(num_classes, name="fc", quantized=False, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -11,6 +11,7 @@ import keras
 
 from models import method as method_lib
 
+BLOCKS = ("conv",)  # the authors' --basic_block_type=conv: plain conv-BN blocks
 FILTERS = (128, 128, 256, 256, 512, 512)
 POOL_AFTER = (2, 4, 6)  # 1-based conv indices followed by 2x2 max pooling
 
@@ -24,6 +25,7 @@ def vgg_small(
     num_classes=10,
     width_multiplier=1.0,
     activation_quantizer="dorefa",
+    block="conv",
     sbn=True,
     sync_bn=False,
     name="vgg_small",
@@ -39,6 +41,8 @@ def vgg_small(
         width_multiplier: scales every conv's filters (1.0 = the paper's network;
             smaller values give quick test models).
         activation_quantizer: "dorefa" or "pact" for abits 2..8.
+        block: "conv", the only block type (conv - [pool] - BN - activation);
+            accepted so that every builder takes `block`.
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
         name: model name.
@@ -66,6 +70,7 @@ def vgg_small(
         sbn=sbn,
         sync_bn=sync_bn,
     )
+    method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=8)
     method_lib.validate_num_classes(num_classes)
     filters = [method_lib.scaled_filters(f, width_multiplier) for f in FILTERS]

@@ -53,7 +53,7 @@ def test_every_model_and_method_builds_and_runs(name, method):
     assert not isinstance(first, (slb_keras.SLBLayerMixin, ste.STELayerMixin))
     assert not isinstance(last, (slb_keras.SLBLayerMixin, ste.STELayerMixin))
     assert first.name in ("conv1", "stem_conv") and last.name == "fc"
-    inner = layers[1:-1]
+    inner = [l for l in layers[1:-1] if "_down_conv" not in l.name]  # Bi-Real: real shortcuts
     if method == "fp":
         assert not any(isinstance(l, (slb_keras.SLBLayerMixin, ste.STELayerMixin)) for l in inner)
     else:
@@ -115,7 +115,8 @@ def test_layer_names_are_deterministic():
      (32, "dorefa", None)],
 )
 def test_activation_quantizers(abits, activation_quantizer, expected):
-    model = _tiny("resnet20", method="slb", abits=abits, activation_quantizer=activation_quantizer)
+    model = _tiny("resnet20", method="slb", abits=abits, activation_quantizer=activation_quantizer,
+                  block="standard")
     for layer in slb_keras.slb_layers(model):
         quantizer = layer.input_quantizer
         if expected is None:
@@ -285,3 +286,71 @@ def test_docstring_examples(module):
         module, extraglobs={"np": np, "keras": keras, "tf": tf, "slb_keras": slb_keras}, optionflags=doctest.ELLIPSIS
     )
     assert result.failed == 0 and result.attempted > 0
+
+
+# --- the authors' block types ---------------------------------------------------------
+
+
+def _layer_types(model, prefix):
+    return [type(layer).__name__ for layer in model.layers if layer.name.startswith(prefix)]
+
+
+def test_resnet20_convprelubn_is_conv_prelu_bn_with_a_shortcut_per_block():
+    model = models.get_model("resnet20", method="slb", wbits=1, abits=1, width_multiplier=0.25)
+    assert _layer_types(model, "stage1_block2_") == [
+        "SLBConv2D", "PReLU", "StateBatchNormalization",
+        "SLBConv2D", "PReLU", "StateBatchNormalization", "Add",
+    ]
+    assert _layer_types(model, "stem_") == ["Conv2D", "PReLU", "BatchNormalization"]
+    prelu = model.get_layer("stage1_block1_prelu1")
+    assert prelu.alpha.shape == (1, 1, 4) and np.all(prelu.alpha.numpy() == 0.25)
+    assert not any(isinstance(layer, keras.layers.ReLU) for layer in model.layers)
+    # the downsampling shortcut is a quantized 1x1 conv; the last block feeds the pool directly
+    assert isinstance(model.get_layer("stage2_block1_shortcut_conv"), slb_keras.SLBConv2D)
+    assert model.get_layer("pool").input.name == model.get_layer("stage3_block3_add").output.name
+
+
+def test_resnet20_standard_block_is_unchanged():
+    model = models.get_model("resnet20", method="slb", wbits=2, abits=2, block="standard", width_multiplier=0.25)
+    assert _layer_types(model, "stage1_block2_") == [
+        "SLBConv2D", "StateBatchNormalization", "ReLU",
+        "SLBConv2D", "StateBatchNormalization", "Add", "ReLU",
+    ]
+    assert not any(isinstance(layer, keras.layers.PReLU) for layer in model.layers)
+
+
+def test_resnet18_bireal_has_a_shortcut_around_every_3x3_conv():
+    model = models.get_model("resnet18", method="slb", wbits=1, abits=1, input_shape=(32, 32, 3),
+                             width_multiplier=0.125)
+    slb_layers = slb_keras.slb_layers(model)
+    assert len(slb_layers) == 16 and all(layer.kernel_size == (3, 3) for layer in slb_layers)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 16
+    assert _layer_types(model, "stage2_block1_unit1_") == [
+        "AveragePooling2D", "SLBConv2D", "Conv2D", "PReLU", "BatchNormalization",
+        "StateBatchNormalization", "Add",
+    ]
+    down = model.get_layer("stage2_block1_unit1_down_conv")  # real-valued downsampling
+    assert type(down) is keras.layers.Conv2D and down.kernel_size == (1, 1)
+    x = _images(model, batch=2)
+    assert model(x, training=True).shape == (2, 1000)
+    standard = models.get_model("resnet18", method="slb", input_shape=(32, 32, 3), width_multiplier=0.125,
+                                block="standard")
+    assert len(slb_keras.slb_layers(standard)) == 19  # 16 + 3 quantized projection shortcuts
+
+
+@pytest.mark.parametrize("name, bad", [("resnet20", "bireal"), ("resnet18", "convprelubn"), ("vgg_small", "standard")])
+def test_builders_refuse_a_block_of_another_network(name, bad):
+    with pytest.raises(ValueError, match=f"block='{bad}': expected one of {', '.join(models.BLOCKS[name])}"):
+        models.get_model(name, block=bad)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18"])
+def test_authors_blocks_train_and_convert_to_slb_from_ste(name):
+    kwargs = dict(input_shape=(32, 32, 3), width_multiplier=0.125, num_classes=4)
+    model = models.get_model(name, method="ste", wbits=1, abits=2, **kwargs)
+    x = _images(model, batch=4)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(4), epochs=1, verbose=0)
+    converted = ste.to_slb_model(model)
+    np.testing.assert_allclose(converted(x, training=False), model(x, training=False), rtol=1e-4, atol=1e-4)
