@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import input_pipeline as ip
+from slb_keras.datasets import load_digits
 from tfds_mock import write_tfds_metadata
 
 NUM_MOCK = 24  # examples in every mocked TFDS split
@@ -99,7 +100,7 @@ def test_digits_train_batches_are_normalized_full_and_infinite():
 def test_digits_test_split_is_read_once_in_order():
     dataset = ip.build_dataset("digits", "test", 100)
     labels = np.concatenate([y for _, y in batches(dataset, -1)])
-    _, (_, y_test) = ip.load_digits()
+    _, (_, y_test) = load_digits()
     np.testing.assert_array_equal(labels, y_test)
     assert [len(y) for _, y in batches(dataset, -1)] == [100, 100, 100, 59]
 
@@ -521,3 +522,20 @@ def test_training_order_ignores_global_seed_including_zero():
         return next(iter(ds))[1].numpy()
 
     np.testing.assert_array_equal(first_labels(0), first_labels(5))
+
+
+def test_docstring_examples(tmp_path, monkeypatch):
+    # setup.cfg collects doctests under slb_keras/ and tests/ only; run every module of
+    # the input_pipeline package here, in a scratch directory (some examples write files).
+    import doctest
+    import importlib
+    import pkgutil
+
+    monkeypatch.chdir(tmp_path)
+    names = [ip.__name__] + [f"{ip.__name__}.{info.name}" for info in pkgutil.iter_modules(ip.__path__)]
+    attempted = {}
+    for name in names:
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
+        attempted[name] = result.attempted
+    assert all(attempted.values()), attempted  # every module has examples

@@ -1,0 +1,231 @@
+"""tf.data input pipelines for train.py: cifar10, imagenet2012, digits, .npz files, folders.
+
+One entry point, `make_datasets`, gives the train and test sets of any supported source
+as distributed datasets; `get_dataset_info` gives the sizes a model and a schedule need;
+`build_dataset` is the pipeline of one input worker, for tests and custom loops.
+
+Sources (`name`):
+
+- `"cifar10"`: TFDS, prepared under `data_dir`. Train: pad 4 + random 32x32 crop +
+  random horizontal flip; both splits normalized by the CIFAR-10 channel mean / std.
+- `"imagenet2012"`: TFDS, prepared under `data_dir`, or prepared on first use from
+  `ILSVRC2012_img_train.tar` and `ILSVRC2012_img_val.tar` in `<data_dir>/downloads/manual`.
+  Train: random-resized crop (area 8%-100%, aspect 3/4-4/3) to `image_size` (224) + flip.
+  Test: the centre square of side 224/256 of the shorter side, resized to `image_size`
+  (the same pixels as "resize the shorter side to 256, crop 224", one resize fewer).
+  Both normalized by the ImageNet channel mean / std.
+- `"digits"`: `slb_keras.datasets.load_digits` (packaged, offline), 32x32x3.
+- a path ending in `.npz` holding `x_train`, `y_train`, `x_test`, `y_test` (images
+  `(n, h, w)` or `(n, h, w, c)`, uint8 0..255 or float; integer labels).
+- a directory of class folders: `train/` plus `test/` (or `val/`, `validation/`), each
+  holding one folder per class; or the class folders directly, in which case every 5th
+  image in sorted order (20% of each class) is the test set. Files (.bmp, .gif, .jpeg,
+  .jpg, .png) are listed as paths and decoded after shuffling and sharding, resized to
+  `image_size` (32).
+
+digits and .npz sets are normalized by their own training-set channel mean / std,
+folders by the ImageNet ones; they are not augmented (a flip would change a digit).
+
+Modules (each imports only those listed before it):
+
+- `checks`: argument checks (ValueError naming the argument and its value).
+- `source`: `DatasetInfo`, the errors, the `Source` record every source family returns.
+- `preprocessing`: scaling, normalization, resizing, the seeded CIFAR-10 / ImageNet
+  augmentations.
+- `tfds_sources`, `array_sources`, `folder_source`: the source families.
+- `sources`: a name or path to its `Source`.
+- `pipeline`: the epoch stream, the sharding over input pipelines, the batches.
+
+Properties a training script can rely on:
+
+- Global batches are independent of the number of replicas and workers: the example
+  stream is the same everywhere and each input pipeline keeps its slice of every global
+  batch, so one device and two replicas see the same global batch at every step. The
+  price: every worker reads the whole shuffled stream of raw records and decodes only its
+  share, so with several workers imagenet2012 is read once per worker (decoded once).
+- Data epochs match Keras epochs: epoch `e` is exactly `steps_per_epoch` global batches,
+  shuffled with a seed derived from `(seed, e)`, and every random crop / flip is seeded
+  by `(seed, e, position)`. Passing `initial_epoch=e` after a restart gives exactly the
+  batches an uninterrupted run sees from epoch `e` on (imagenet2012 also shuffles its
+  file order, which follows the process's own epochs, so there it is approximate).
+- Training sets repeat forever (pass `steps_per_epoch` to `fit`), use drop_remainder,
+  and have a static batch dimension; test sets are read once, in order, and keep the
+  last partial batch.
+"""
+
+import functools
+
+from input_pipeline.checks import SPLITS, check_divisible, check_run_args, check_split
+from input_pipeline.pipeline import build
+from input_pipeline.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from input_pipeline.source import DatasetInfo, DatasetNotFoundError
+from input_pipeline.sources import DATASETS, resolve_source
+from input_pipeline.tfds_sources import IMAGENET_MANUAL_FILES
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DATASETS",
+    "IMAGENET_MANUAL_FILES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "build_dataset",
+    "get_dataset_info",
+    "make_datasets",
+]
+
+
+def get_dataset_info(name, data_dir=None, image_size=None):
+    """Returns the classes, input shape and split sizes of a data set.
+
+    Checks that the data can be read, so a training script can call it first and fail
+    before building a model.
+
+    Args:
+        name: `"cifar10"`, `"imagenet2012"`, `"digits"`, a path to an `.npz` file or a
+            directory of class folders (see the module docstring).
+        data_dir: TFDS data directory for cifar10 / imagenet2012 (default: TFDS's own,
+            `$TFDS_DATA_DIR` or `~/tensorflow_datasets`); ignored by the other sources.
+        image_size: side of the square images the pipeline produces; default 224 for
+            imagenet2012, the stored height and width for .npz files, 32 otherwise.
+
+    Returns:
+        A `DatasetInfo`.
+
+    Raises:
+        DatasetNotFoundError: the data are missing; the message says how to supply them.
+        ValueError: `name` is unknown or an argument is invalid.
+
+    Example:
+
+    >>> get_dataset_info("digits", image_size=16)
+    DatasetInfo(num_classes=10, input_shape=(16, 16, 3), num_train=1438, num_test=359)
+    """
+    return resolve_source(name, data_dir, image_size).info
+
+
+
+def build_dataset(
+    name,
+    split,
+    global_batch_size,
+    *,
+    data_dir=None,
+    image_size=None,
+    seed=0,
+    input_context=None,
+    initial_epoch=0,
+    steps_per_epoch=None,
+):
+    """Returns the `tf.data` pipeline of one input worker, batched per replica.
+
+    `make_datasets` calls this once per input pipeline; call it directly for a single
+    device (`input_context=None`: batches of `global_batch_size`) or to inspect what one
+    worker of a distributed run reads.
+
+    Args:
+        name: data set name or path, as in `get_dataset_info`.
+        split: `"train"` (augmented, shuffled, repeated forever, full batches only) or
+            `"test"` (read once in order, last batch may be partial).
+        global_batch_size: examples per step over all replicas.
+        data_dir: TFDS data directory, as in `get_dataset_info`.
+        image_size: output image side, as in `get_dataset_info`.
+        seed: non-negative int; fixes the shuffling and augmentation.
+        input_context: a `tf.distribute.InputContext`, or None for one pipeline feeding
+            one replica.
+        initial_epoch: the epoch the training stream starts at (0-based); after a restart
+            at epoch `e`, pass `e` to get the batches the uninterrupted run would see.
+        steps_per_epoch: global batches per epoch; default
+            `DatasetInfo.steps_per_epoch(global_batch_size)`. Pass the value given to
+            `fit` so data epochs and Keras epochs coincide.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 `(batch, h, w, c)` and int32
+        `(batch,)`, with `batch = global_batch_size / replicas in sync`.
+
+    Raises:
+        DatasetNotFoundError: the data are missing.
+        ValueError: an argument is invalid, e.g. `global_batch_size` not divisible by the
+            replicas in sync.
+
+    Example:
+
+    >>> ds = build_dataset("digits", "train", 64, seed=1)
+    >>> images, labels = next(iter(ds))
+    >>> images.shape, labels.dtype.name
+    (TensorShape([64, 32, 32, 3]), 'int32')
+    """
+    check_split(split)
+    check_run_args(global_batch_size, seed, initial_epoch, steps_per_epoch)
+    source = resolve_source(name, data_dir, image_size)
+    return build(
+        source, split, global_batch_size, seed, initial_epoch, steps_per_epoch, input_context
+    )
+
+
+
+def make_datasets(
+    name,
+    data_dir,
+    global_batch_size,
+    strategy,
+    image_size=None,
+    seed=0,
+    *,
+    initial_epoch=0,
+    steps_per_epoch=None,
+):
+    """Returns the train and test sets of a data set, distributed over `strategy`.
+
+    Each input pipeline is built by `build_dataset` inside
+    `strategy.distribute_datasets_from_function`, with the per-replica batch
+    `input_context.get_per_replica_batch_size(global_batch_size)`.
+
+    Args:
+        name: data set name or path, as in `get_dataset_info`.
+        data_dir: TFDS data directory (None: TFDS's default).
+        global_batch_size: examples per step over all replicas; must be divisible by
+            `strategy.num_replicas_in_sync`.
+        strategy: a `tf.distribute.Strategy` (`tf.distribute.get_strategy()` for the
+            default single-device one).
+        image_size: output image side, as in `get_dataset_info`.
+        seed: non-negative int; fixes the shuffling and augmentation.
+        initial_epoch: the epoch the training stream starts at, as in `build_dataset`.
+        steps_per_epoch: global batches per epoch, as in `build_dataset`.
+
+    Returns:
+        `(train_ds, test_ds)`, `tf.distribute.DistributedDataset`s of `(images, labels)`;
+        `train_ds` is infinite (pass `steps_per_epoch` to `fit`), `test_ds` is finite.
+
+    Raises:
+        DatasetNotFoundError: the data are missing.
+        ValueError: an argument is invalid.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> strategy = tf.distribute.get_strategy()
+    >>> train_ds, test_ds = make_datasets("digits", None, 100, strategy)
+    >>> images, labels = next(iter(train_ds))
+    >>> images.shape
+    TensorShape([100, 32, 32, 3])
+    """
+    check_run_args(global_batch_size, seed, initial_epoch, steps_per_epoch)
+    check_divisible(global_batch_size, strategy.num_replicas_in_sync)
+    source = resolve_source(name, data_dir, image_size)
+    return tuple(
+        strategy.distribute_datasets_from_function(
+            functools.partial(
+                build,
+                source,
+                split,
+                global_batch_size,
+                seed,
+                initial_epoch,
+                steps_per_epoch,
+            )
+        )
+        for split in SPLITS
+    )

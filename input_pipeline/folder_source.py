@@ -1,0 +1,117 @@
+"""Image folders: one folder per class, files listed as paths and decoded after sharding.
+
+Either `train/` plus `test/` (or `val/`, `validation/`), each holding one folder per
+class, or the class folders directly, in which case every 5th image in sorted order
+(20% of each class) is the test set. Files (.bmp, .gif, .jpeg, .jpg, .png) are resized
+to `image_size` (32) and normalized by the ImageNet channel mean / std.
+"""
+
+import functools
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
+from input_pipeline.source import DatasetInfo, DatasetNotFoundError, Source
+
+FOLDER_IMAGE_SIZE = 32
+FOLDER_TEST_EVERY = 5
+FOLDER_TEST_NAMES = ("test", "val", "validation")
+FOLDER_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def folder_source(path, image_size):
+    """Class folders, read as (path, label) pairs and decoded after shuffling and sharding.
+
+    Example:
+
+    >>> import os
+    >>> for name in ("cat", "dog"):
+    ...     os.makedirs(os.path.join("pets", name))
+    ...     for i in range(5):
+    ...         _ = tf.io.write_file(f"pets/{name}/{i}.png", tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)))
+    >>> folder_source("pets", 16).info  # every 5th image of each class: test
+    DatasetInfo(num_classes=2, input_shape=(16, 16, 3), num_train=8, num_test=2)
+    """
+    train_dir = os.path.join(path, "train")
+    if tf.io.gfile.isdir(train_dir):
+        train_files, train_labels, class_names = _list_class_folders(train_dir)
+        test_files, test_labels, _ = _list_class_folders(_test_folder(path), class_names)
+    else:
+        files, labels, class_names = _list_class_folders(path)
+        is_test = np.arange(len(files)) % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1
+        if not is_test.any():
+            raise ValueError(
+                f"{path} holds {len(files)} images: a folder without train/ and test/ "
+                f"subfolders needs at least {FOLDER_TEST_EVERY}, every "
+                f"{FOLDER_TEST_EVERY}th going to the test set"
+            )
+        train_files, train_labels = files[~is_test], labels[~is_test]
+        test_files, test_labels = files[is_test], labels[is_test]
+    splits = {True: (train_files, train_labels), False: (test_files, test_labels)}
+    read = functools.partial(_read_image_file, image_size=image_size)
+    return Source(
+        info=DatasetInfo(
+            num_classes=len(class_names),
+            input_shape=(image_size, image_size, 3),
+            num_train=len(train_files),
+            num_test=len(test_files),
+        ),
+        load=lambda training, seed: tf.data.Dataset.from_tensor_slices(splits[training]),
+        train_fn=lambda file, seed: read(file),
+        test_fn=read,
+        cache=False,
+        shuffle_buffer=len(train_files),
+    )
+
+
+def _test_folder(path):
+    for name in FOLDER_TEST_NAMES:
+        candidate = os.path.join(path, name)
+        if tf.io.gfile.isdir(candidate):
+            return candidate
+    raise DatasetNotFoundError(
+        f"{path} has a train/ folder but no {'/, '.join(FOLDER_TEST_NAMES)}/ folder: "
+        "add the test images in class folders there, or put the class folders directly "
+        f"in {path} to hold out every {FOLDER_TEST_EVERY}th image"
+    )
+
+
+def _list_class_folders(directory, class_names=None):
+    """Returns (file paths, int32 labels, class names) of `directory/<class>/**/<image>`.
+
+    Classes are the sorted subfolder names (or `class_names`, to label a test folder like
+    its training folder); files are in sorted order, class by class.
+    """
+    folders = sorted(
+        name for name in tf.io.gfile.listdir(directory)
+        if tf.io.gfile.isdir(os.path.join(directory, name))
+    )
+    folders = [name.rstrip("/") for name in folders]
+    if class_names is None:
+        class_names = folders
+    elif not set(folders) <= set(class_names):
+        raise ValueError(
+            f"{directory} has class folders {sorted(set(folders) - set(class_names))} that "
+            f"the training folder lacks; its classes are {class_names}"
+        )
+    files, labels = [], []
+    for name in folders:
+        for root, _, names in sorted(tf.io.gfile.walk(os.path.join(directory, name))):
+            images = sorted(n for n in names if n.lower().endswith(FOLDER_IMAGE_FORMATS))
+            files += [os.path.join(root, n) for n in images]
+            labels += [class_names.index(name)] * len(images)
+    if not files:
+        raise DatasetNotFoundError(
+            f"no images ({', '.join(FOLDER_IMAGE_FORMATS)}) in class folders under "
+            f"{directory}: put each class's images in a folder named after the class"
+        )
+    return np.array(files), np.array(labels, np.int32), class_names
+
+
+def _read_image_file(file, image_size):
+    """Reads, decodes (as RGB) and resizes one image file, normalized like ImageNet."""
+    image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size)) / 255.0
+    return normalize(image, IMAGENET_MEAN, IMAGENET_STD)

@@ -1,0 +1,107 @@
+"""What every data source provides: its `DatasetInfo` and a `Source` record; the errors.
+
+A source family (tfds_sources, array_sources, folder_source) turns a data set name into
+a `Source`; `pipeline` turns a `Source` into batches.
+"""
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+from input_pipeline.checks import check_int
+
+
+class DatasetNotFoundError(ValueError):
+    """A data set's files are missing; the message says how to supply them.
+
+    Example:
+
+    >>> from input_pipeline import get_dataset_info
+    >>> try:
+    ...     get_dataset_info("/no/such/data.npz")
+    ... except DatasetNotFoundError as error:
+    ...     print(str(error).split(":")[0])
+    no .npz file at '/no/such/data.npz'
+    """
+
+
+class DatasetInfo(NamedTuple):
+    """What a model and a schedule need to know about a data set.
+
+    Attributes:
+        num_classes: number of labels; labels are 0 .. num_classes - 1.
+        input_shape: `(height, width, channels)` of one preprocessed image.
+        num_train: examples in the training split.
+        num_test: examples in the test split.
+
+    Example:
+
+    >>> from input_pipeline import get_dataset_info
+    >>> info = get_dataset_info("digits")
+    >>> info.num_classes, info.input_shape, info.steps_per_epoch(100)
+    (10, (32, 32, 3), 14)
+    """
+
+    num_classes: int
+    input_shape: tuple
+    num_train: int
+    num_test: int
+
+    def steps_per_epoch(self, global_batch_size):
+        """Returns the full global batches in one pass over the training split.
+
+        Args:
+            global_batch_size: examples per step over all replicas.
+
+        Returns:
+            `num_train // global_batch_size`, the default epoch length of the training
+            pipeline (the last partial batch of each epoch is dropped).
+
+        Raises:
+            ValueError: `global_batch_size` is larger than the training split.
+
+        Example:
+
+        >>> DatasetInfo(10, (32, 32, 3), num_train=1000, num_test=100).steps_per_epoch(300)
+        3
+        """
+        check_int("global_batch_size", global_batch_size, low=1)
+        if global_batch_size > self.num_train:
+            raise ValueError(
+                f"`global_batch_size`={global_batch_size} is larger than the training "
+                f"split ({self.num_train} examples); use a smaller batch size"
+            )
+        return self.num_train // global_batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One data set: its info, a reader of raw examples and its preprocessing.
+
+    `load(training, seed)` gives unbatched `(raw_image, int32 label)` pairs of a split;
+    `train_fn(raw_image, seed)` and `test_fn(raw_image)` give normalized float32 images.
+    `cache`: keep the raw examples in memory after the first epoch; `shuffle_buffer`:
+    examples in the per-epoch shuffle buffer.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> source = Source(
+    ...     info=DatasetInfo(2, (1, 1, 1), num_train=2, num_test=1),
+    ...     load=lambda training, seed: tf.data.Dataset.from_tensor_slices(
+    ...         (tf.zeros((2 if training else 1, 1, 1, 1)), tf.constant([0, 1][: 2 if training else 1]))
+    ...     ),
+    ...     train_fn=lambda image, seed: image,
+    ...     test_fn=lambda image: image,
+    ...     cache=False,
+    ...     shuffle_buffer=2,
+    ... )
+    >>> [int(label) for _, label in source.load(True, 0)]
+    [0, 1]
+    """
+
+    info: DatasetInfo
+    load: Callable
+    train_fn: Callable
+    test_fn: Callable
+    cache: bool
+    shuffle_buffer: int

@@ -1,0 +1,132 @@
+"""TFDS sources: cifar10 and imagenet2012, read from a prepared `data_dir`, never downloaded.
+
+imagenet2012 is prepared on first use from `ILSVRC2012_img_train.tar` and
+`ILSVRC2012_img_val.tar` in `<data_dir>/downloads/manual` (once; hours). Its JPEGs are
+decoded after shuffling and sharding, only the crop (`preprocessing`).
+"""
+
+import functools
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from input_pipeline.preprocessing import cifar10_test, cifar10_train, imagenet_test, imagenet_train
+from input_pipeline.source import DatasetInfo, DatasetNotFoundError, Source
+
+IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+IMAGENET_SHUFFLE_BUFFER = 10_000
+
+
+def _tfds_builder(name, data_dir):
+    """Returns the TFDS builder of prepared data, never touching the network."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    root = os.fspath(builder.data_dir_root)
+    if name == "imagenet2012":
+        _prepare_imagenet(builder, root)
+        return tfds.builder(name, data_dir=data_dir)
+    raise DatasetNotFoundError(
+        f"{name} is not prepared under {root}: run `tfds build {name} --data_dir=DIR` on "
+        "a machine with internet access, copy DIR here and pass --data_dir=DIR, or use "
+        "--dataset=digits to train offline"
+    )
+
+
+def _prepare_imagenet(builder, root):
+    """Converts the manually downloaded ImageNet tars into TFDS records (once, hours)."""
+    manual_dir = os.path.join(root, "downloads", "manual")
+    missing = [
+        file for file in IMAGENET_MANUAL_FILES
+        if not tf.io.gfile.exists(os.path.join(manual_dir, file))
+    ]
+    if missing:
+        raise DatasetNotFoundError(
+            f"imagenet2012 is not prepared under {root} and {manual_dir} lacks "
+            f"{' and '.join(missing)}: download them from https://image-net.org "
+            f"(registration needed) into {manual_dir} and run again (the first run "
+            "converts them), or pass the --data_dir of a prepared copy"
+        )
+    logging.info("Preparing imagenet2012 from %s; this runs once and takes hours.", manual_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+
+
+def _tfds_info(builder, test_split, image_size):
+    return DatasetInfo(
+        num_classes=builder.info.features["label"].num_classes,
+        input_shape=(image_size, image_size, 3),
+        num_train=builder.info.splits["train"].num_examples,
+        num_test=builder.info.splits[test_split].num_examples,
+    )
+
+
+def cifar10_source(data_dir, image_size):
+    """The `Source` of TFDS cifar10 prepared under `data_dir` (cached, fully shuffled).
+
+    Example:
+
+    >>> os.makedirs("no_tfds", exist_ok=True)
+    >>> try:
+    ...     cifar10_source("no_tfds", 32)
+    ... except DatasetNotFoundError as error:
+    ...     print(str(error).split(" under ")[0])
+    cifar10 is not prepared
+    """
+    builder = _tfds_builder("cifar10", data_dir)
+    info = _tfds_info(builder, "test", image_size)
+
+    def load(training, seed):
+        del seed  # one file per split: the per-epoch shuffle does all the work
+        examples = builder.as_dataset(split="train" if training else "test")
+        return examples.map(_image_and_label)
+
+    return Source(
+        info=info,
+        load=load,
+        train_fn=functools.partial(cifar10_train, image_size=image_size),
+        test_fn=functools.partial(cifar10_test, image_size=image_size),
+        cache=True,
+        shuffle_buffer=info.num_train,
+    )
+
+
+def imagenet_source(data_dir, image_size):
+    """The `Source` of TFDS imagenet2012, prepared under `data_dir` or from its manual tars.
+
+    Example:
+
+    >>> os.makedirs("no_tfds", exist_ok=True)
+    >>> try:
+    ...     imagenet_source("no_tfds", 224)
+    ... except DatasetNotFoundError as error:
+    ...     print(str(error).split(" under ")[0])
+    imagenet2012 is not prepared
+    """
+    builder = _tfds_builder("imagenet2012", data_dir)
+    info = _tfds_info(builder, "validation", image_size)
+
+    def load(training, seed):
+        examples = builder.as_dataset(
+            split="train" if training else "validation",
+            shuffle_files=training,
+            decoders={"image": tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(shuffle_seed=seed),
+        )
+        return examples.map(_image_and_label)
+
+    return Source(
+        info=info,
+        load=load,
+        train_fn=functools.partial(imagenet_train, image_size=image_size),
+        test_fn=functools.partial(imagenet_test, image_size=image_size),
+        cache=False,
+        shuffle_buffer=IMAGENET_SHUFFLE_BUFFER,
+    )
+
+
+def _image_and_label(example):
+    return example["image"], tf.cast(example["label"], tf.int32)
