@@ -29,10 +29,10 @@ from models.method import METHODS
 from models.method import Method
 from models.resnet_cifar import resnet20
 from models.resnet_imagenet import resnet18
-from models.ste import STEConv2D
-from models.ste import STEDense
-from models.ste import dorefa_weight
-from models.ste import to_slb_model
+from slb_keras.ste import STEConv2D
+from slb_keras.ste import STEDense
+from slb_keras.ste import dorefa_weight
+from slb_keras.ste import to_slb_model
 from models.vgg_small import vgg_small
 
 MODELS = {

@@ -24,7 +24,7 @@ import dataclasses
 import keras
 
 import slb_keras
-from models import ste
+from slb_keras import ste
 from slb_keras import quantizers
 from slb_keras import value_sets
 

@@ -28,6 +28,10 @@ from slb_keras.normalization import StateBatchNormalization
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
 from slb_keras.quantize import quantize_model
+from slb_keras.ste import ClipWeights
+from slb_keras.ste import STEConv2D
+from slb_keras.ste import STEDense
+from slb_keras.ste import to_slb_model
 from slb_keras.summary import LayerSummary
 from slb_keras.summary import ModelSummary
 from slb_keras.summary import summary
@@ -67,6 +71,7 @@ __all__ = [
     "ActivationQuantizer",
     "HARD_TEMPERATURE",
     "BNCalibration",
+    "ClipWeights",
     "LayerSummary",
     "ModelSummary",
     "PACTQuantizer",
@@ -76,6 +81,8 @@ __all__ = [
     "SLBDepthwiseConv2D",
     "SLBLayerMixin",
     "SLBMetrics",
+    "STEConv2D",
+    "STEDense",
     "StateBatchNormalization",
     "TemperatureScheduler",
     "calibrate_bn",
@@ -85,6 +92,7 @@ __all__ = [
     "set_temperature",
     "slb_layers",
     "summary",
+    "to_slb_model",
     "value_set",
     "values_to_codes",
     *_LAZY,

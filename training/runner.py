@@ -203,7 +203,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         save_model(model, os.path.join(model_dir, MODEL_FILE))
         if config.export:
             # STE layers go out as the SLB layers of the same hard kernel (exact int8).
-            exported = models.ste.to_slb_model(model) if config.method == "ste" else model
+            exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
             slb_keras.export_tflite(exported, os.path.join(model_dir, TFLITE_FILE))
             summary["tflite_file"] = TFLITE_FILE
         summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))

@@ -14,8 +14,10 @@ rounding, both in training and at inference:
 
 The float kernel is an ordinary Keras variable (saved as is in `.keras` files); the
 quantized kernel is `quantized_kernel()`. The classes are registered under the
-`slb_keras` package name; import `models.ste` before loading a `.keras` file that
-holds them.
+`slb_keras` package name, so `import slb_keras` is all a `.keras` file holding them
+needs. `ClipWeights` is the constraint of STE practice for binary weights
+(BinaryConnect, BNN): the latent weights stay in [-1, 1], so they cannot drift
+arbitrarily far from the sign's threshold.
 """
 
 import keras
@@ -72,6 +74,31 @@ def dorefa_weight(kernel, bits):
     squashed = tf.tanh(kernel)
     scale = tf.maximum(tf.reduce_max(tf.abs(squashed)), 1e-8)
     return _round_to_values(squashed / (2.0 * scale) + 0.5, float(2**bits - 1))
+
+
+@keras.saving.register_keras_serializable(package="slb_keras")
+class ClipWeights(keras.constraints.Constraint):
+    """Clips every weight to [-limit, limit] after each optimizer step.
+
+    Args:
+        limit: a finite number > 0 (1.0: the latent weights of binary STE training).
+
+    Example:
+
+    >>> ClipWeights(1.0)(tf.constant([-3.0, 0.5, 2.0])).numpy().tolist()
+    [-1.0, 0.5, 1.0]
+    """
+
+    def __init__(self, limit=1.0):
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit < float("inf"):
+            raise ValueError(f"Invalid limit={limit!r}: expected a finite number > 0.")
+        self.limit = float(limit)
+
+    def __call__(self, w):
+        return ops.clip(w, -self.limit, self.limit)
+
+    def get_config(self):
+        return {"limit": self.limit}
 
 
 class STELayerMixin:
