@@ -21,6 +21,12 @@ flags.DEFINE_enum("method", "slb", ["slb", "ste", "fp"], "SLB, the STE baseline 
 flags.DEFINE_integer("wbits", 1, "Weight bits of the quantized layers, 1..8.")
 flags.DEFINE_integer("abits", 1, "Activation bits at their inputs, 1..8, or 32 for none.")
 flags.DEFINE_enum("activation_quantizer", None, ["dorefa", "pact"], f"For abits 2..8 ({RECIPE}).")
+flags.DEFINE_enum(
+    "block", None, ["conv", "convprelubn", "standard", "bireal"],
+    "Block type: vgg_small conv; resnet20 convprelubn | standard; resnet18 bireal | standard "
+    "(default: the authors' network, the first of each).",
+)
+flags.DEFINE_bool("ste_clip", None, "--method=ste: clip latent weights to [-1, 1] (default: at 1 bit).")
 flags.DEFINE_string(
     "dataset", None,
     "cifar10 | imagenet2012 | digits | a .npz file (x_train, y_train, x_test, y_test) | "
@@ -35,13 +41,29 @@ flags.DEFINE_integer("batch_size", None, f"Global batch size ({RECIPE}).")
 flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], f"Optimizer ({RECIPE}).")
 flags.DEFINE_float("lr", None, f"Initial learning rate ({RECIPE}).")
 flags.DEFINE_enum("lr_schedule", None, ["cosine", "step", "constant"], f"LR schedule ({RECIPE}).")
-flags.DEFINE_float("weight_decay", None, f"Decoupled weight decay ({RECIPE}).")
+flags.DEFINE_float("weight_decay", None, f"Weight decay ({RECIPE}).")
+flags.DEFINE_enum(
+    "weight_decay_mode", None, ["coupled", "decoupled"],
+    f"coupled: added to the gradient before momentum (PyTorch's, the authors'); decoupled: Keras's ({RECIPE}).",
+)
 flags.DEFINE_float("temperature_start", None, f"Initial SLB temperature tau ({RECIPE}).")
-flags.DEFINE_float("temperature_end", None, f"Final tau ({RECIPE}).")
+flags.DEFINE_float(
+    "temperature_end", None,
+    "Final tau of the start/end form (default: the recipe; below the authors' budget 200 at 1-2 "
+    "bits, 1000 at 3+ bits).",
+)
+flags.DEFINE_float(
+    "temperature_speed", None,
+    "The authors' form: tau *= speed once per epoch inside the window (default at the authors' "
+    "budget: their speed for W/A, e.g. 1.03 at W1).",
+)
 flags.DEFINE_enum("temperature_schedule", None, ["exp", "cos", "linear"], f"tau schedule ({RECIPE}).")
 flags.DEFINE_integer("temperature_restarts", None, f"Warm restarts of the tau schedule ({RECIPE}).")
 flags.DEFINE_float("temperature_start_fraction", None, f"tau starts growing here ({RECIPE}).")
-flags.DEFINE_float("temperature_end_fraction", None, f"tau reaches its end here ({RECIPE}).")
+flags.DEFINE_float(
+    "temperature_end_fraction", None, "tau stops growing here (default: 0.9; 0.6 for the short-budget schedule)."
+)
+flags.DEFINE_integer("hard_epochs", 0, "Final epochs trained with the hard weights, logits frozen (0: none).")
 flags.DEFINE_integer("bn_calibration_steps", None, "Batches per BN calibration, 0 = off (default: test set size).")
 flags.DEFINE_bool("sbn", True, "State batch normalization after SLB layers (--nosbn: the ablation).")
 flags.DEFINE_bool("sync_bn", False, "Batch statistics over all replicas.")

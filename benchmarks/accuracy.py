@@ -1,15 +1,22 @@
 """Hard-quantized test accuracy of SLB against STE and full precision, over seeds.
 
 Every configuration trains the same network with the same budget through
-`training.run` (the function behind train.py): fp once per seed, and ste / slb at
-each W/A pair. Prints the hard-quantized test accuracy (after BN calibration for
-slb) as mean +- std over the seeds, and writes JSON.
+`training.run` (the function behind train.py): fp once per seed, and each variant
+at each W/A pair. Prints the hard-quantized test accuracy (after BN calibration for
+slb) as mean +- std over the seeds, each method's best variant of its grid, and
+writes JSON.
+
+Variants (`--variants`, `VARIANTS`): "slb" and "ste" are the recipes of
+`training.recipes` (what train.py runs); "slb_old" is the schedule and optimizer
+before the authors' recipes (tau 0.01 -> 10 ending at 90%, cosine lr, decoupled
+weight decay, standard ResNet blocks); "ste_adam" is STE with Adam (lr 1e-3, no
+weight decay), the other half of the STE grid.
 
 Example:
 
     python benchmarks/accuracy.py --dataset=digits --model=vgg_small \
         --width_multiplier=0.25 --epochs=6 --seeds=0,1,2 --wa=1/1,2/2,4/4 \
-        --temperature_end=200 --temperature_end_fraction=0.6 --out=runs/accuracy_digits.json
+        --variants=fp,ste,ste_adam,slb,slb_old --out=runs/accuracy_digits.json
 """
 
 import argparse
@@ -23,6 +30,20 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _common  # noqa: E402
+
+
+# name -> (method, Config overrides); None = the recipe's value.
+VARIANTS = {
+    "fp": ("fp", {}),
+    "ste": ("ste", {}),
+    "ste_adam": ("ste", {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
+    "slb": ("slb", {}),
+    "slb_old": ("slb", {
+        "temperature_end": 10.0, "temperature_end_fraction": 0.9, "lr_schedule": "cosine",
+        "weight_decay_mode": "decoupled", "block": "standard",
+    }),
+    "slb_hard": ("slb", {"hard_epochs": 1}),
+}
 
 
 def _pairs(text):
@@ -44,7 +65,8 @@ def _parse(argv):
     parser.add_argument("--steps_per_epoch", type=int, default=None)
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--wa", default="1/1,2/2,4/4", type=_pairs, help="W/A pairs")
-    parser.add_argument("--methods", default="fp,ste,slb", type=lambda s: s.split(","))
+    parser.add_argument("--variants", default="fp,ste,ste_adam,slb", type=lambda s: s.split(","),
+                        help="comma-separated names of VARIANTS")
     parser.add_argument("--temperature_start", type=float, default=None,
                         help="slb: tau at the start (default: the model's recipe)")
     parser.add_argument("--temperature_end", type=float, default=None,
@@ -57,12 +79,23 @@ def _parse(argv):
     args = parser.parse_args(argv)
     if args.epochs <= 0 or args.batch_size <= 0:
         parser.error("--epochs and --batch_size must be > 0")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown[0]!r}; expected names from {', '.join(VARIANTS)}")
     return args
 
 
-def _run_one(args, method, wbits, abits, seed, workdir):
+def _run_one(args, variant, wbits, abits, seed, workdir):
     import training
 
+    method, overrides = VARIANTS[variant]
+    if args.model == "vgg_small":
+        overrides = {k: v for k, v in overrides.items() if k != "block"}
+    explicit = {
+        "temperature_start": args.temperature_start,
+        "temperature_end": args.temperature_end,
+        "temperature_end_fraction": args.temperature_end_fraction,
+    }
     config = training.Config(
         model=args.model,
         method=method,
@@ -75,11 +108,9 @@ def _run_one(args, method, wbits, abits, seed, workdir):
         batch_size=args.batch_size,
         steps_per_epoch=args.steps_per_epoch,
         seed=seed,
-        model_dir=os.path.join(workdir, f"{method}_w{wbits}a{abits}_s{seed}"),
+        model_dir=os.path.join(workdir, f"{variant}_w{wbits}a{abits}_s{seed}"),
         verbose=0,
-        temperature_start=args.temperature_start,
-        temperature_end=args.temperature_end,
-        temperature_end_fraction=args.temperature_end_fraction,
+        **{**overrides, **{k: v for k, v in explicit.items() if v is not None}},
     )
     start = time.perf_counter()
     summary = training.run(config)
@@ -90,22 +121,23 @@ def main(argv=None):
     args = _parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configs = []
-    if "fp" in args.methods:
+    if "fp" in args.variants:
         configs.append(("fp", 1, 32))  # bit widths are unused by method "fp"
     for wbits, abits in args.wa:
-        configs += [(m, wbits, abits) for m in ("ste", "slb") if m in args.methods]
+        configs += [(v, wbits, abits) for v in args.variants if v != "fp"]
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
-        for method, wbits, abits in configs:
-            label = "fp" if method == "fp" else f"{method} {wbits}/{abits}"
+        for variant, wbits, abits in configs:
+            method = VARIANTS[variant][0]
+            label = "fp" if variant == "fp" else f"{variant} {wbits}/{abits}"
             accs, secs = [], []
             for seed in args.seeds:
-                acc, sec = _run_one(args, method, wbits, abits, seed, workdir)
+                acc, sec = _run_one(args, variant, wbits, abits, seed, workdir)
                 accs.append(acc)
                 secs.append(sec)
                 print(f"  {label:10s} seed {seed}: {100 * acc:6.2f}%  ({sec:.0f} s)", flush=True)
             results[label] = {
-                "method": method, "wbits": wbits, "abits": abits,
+                "variant": variant, "method": method, "wbits": wbits, "abits": abits,
                 "accuracies": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
                 "seconds": secs,
             }
@@ -113,14 +145,22 @@ def main(argv=None):
           f"batch {args.batch_size}, seeds {args.seeds}: hard test accuracy (%)")
     for label, r in results.items():
         print(f"  {label:10s} {100 * r['mean']:6.2f} +- {100 * r['std']:.2f}")
-    verdicts = {}
+    verdicts, best = {}, {}
     for wbits, abits in args.wa:
-        slb, ste = results.get(f"slb {wbits}/{abits}"), results.get(f"ste {wbits}/{abits}")
+        for method in ("slb", "ste"):
+            grid = [r for r in results.values()
+                    if r["method"] == method and (r["wbits"], r["abits"]) == (wbits, abits)
+                    and (method == "ste" or r["variant"] == "slb")]  # SLB: the recipe only
+            if grid:
+                best[f"{method} {wbits}/{abits}"] = max(grid, key=lambda r: r["mean"])
+        slb, ste = best.get(f"slb {wbits}/{abits}"), best.get(f"ste {wbits}/{abits}")
         if slb and ste:
             verdicts[f"{wbits}/{abits}"] = slb["mean"] >= ste["mean"]
-            print(f"  W/A {wbits}/{abits}: slb - ste = {100 * (slb['mean'] - ste['mean']):+.2f} points")
+            print(f"  W/A {wbits}/{abits}: slb (recipe) - ste (best of its grid: "
+                  f"{ste['variant']}) = {100 * (slb['mean'] - ste['mean']):+.2f} points")
     if args.out:
         _common.write_report(args.out, {"args": vars(args), "results": results,
+                                        "best": {k: r["variant"] for k, r in best.items()},
                                         "slb_at_least_ste": verdicts})
 
 

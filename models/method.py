@@ -64,6 +64,8 @@ class Method:
             for soft and hard weights) after the quantized layers.
         sync_bn: batch statistics over all replicas (`synchronized=True`), so a
             distributed step computes what one device computes on the global batch.
+        ste_clip: for "ste", clip the latent float weights to [-1, 1] after every
+            step (`slb_keras.ClipWeights`, binary STE practice).
 
     Example:
 
@@ -78,6 +80,7 @@ class Method:
     activation_quantizer: str = "dorefa"
     sbn: bool = True
     sync_bn: bool = False
+    ste_clip: bool = False
 
     def __post_init__(self):
         validate_method(self.method)
@@ -88,7 +91,7 @@ class Method:
                 f"Invalid activation_quantizer={self.activation_quantizer!r}: expected one "
                 f"of {', '.join(ACTIVATION_QUANTIZERS)}."
             )
-        for name in ("sbn", "sync_bn"):
+        for name in ("sbn", "sync_bn", "ste_clip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"Invalid {name}={getattr(self, name)!r}: expected True or False."
@@ -130,7 +133,7 @@ class Method:
         common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), **kwargs)
         if self.method == "slb":
             return slb_keras.SLBConv2D(**common)
-        return ste.STEConv2D(kernel_initializer="he_normal", **common)
+        return ste.STEConv2D(kernel_initializer="he_normal", kernel_constraint=self._ste_constraint(), **common)
 
     def dense(self, units, *, name, quantized=True, **kwargs):
         """A dense layer; quantized per the method unless `quantized=False`."""
@@ -139,7 +142,10 @@ class Method:
         common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), name=name)
         if self.method == "slb":
             return slb_keras.SLBDense(units, **common, **kwargs)
-        return ste.STEDense(units, **common, **kwargs)
+        return ste.STEDense(units, kernel_constraint=self._ste_constraint(), **common, **kwargs)
+
+    def _ste_constraint(self):
+        return ste.ClipWeights(1.0) if self.ste_clip else None
 
     def batch_norm(self, *, name, after_quantized=True):
         """BN; state BN after an SLB layer when `sbn` (soft and hard statistics)."""

@@ -105,6 +105,7 @@ def resnet20(
     block="convprelubn",
     sbn=True,
     sync_bn=False,
+    ste_clip=False,
     name="resnet20",
 ):
     """Builds the CIFAR ResNet-20 as a Keras functional model (logits output).
@@ -122,6 +123,7 @@ def resnet20(
             module docstring).
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
+        ste_clip: for method "ste", clip the latent weights to [-1, 1].
         name: model name.
 
     Returns:
@@ -148,6 +150,7 @@ def resnet20(
         activation_quantizer=activation_quantizer,
         sbn=sbn,
         sync_bn=sync_bn,
+        ste_clip=ste_clip,
     )
     method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=8)

@@ -60,6 +60,7 @@ def resnet18(
     block="bireal",
     sbn=True,
     sync_bn=False,
+    ste_clip=False,
     name="resnet18",
 ):
     """Builds the ImageNet ResNet-18 as a Keras functional model (logits output).
@@ -78,6 +79,7 @@ def resnet18(
             docstring).
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
+        ste_clip: for method "ste", clip the latent weights to [-1, 1].
         name: model name.
 
     Returns:
@@ -104,6 +106,7 @@ def resnet18(
         activation_quantizer=activation_quantizer,
         sbn=sbn,
         sync_bn=sync_bn,
+        ste_clip=ste_clip,
     )
     method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=32)

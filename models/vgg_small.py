@@ -28,6 +28,7 @@ def vgg_small(
     block="conv",
     sbn=True,
     sync_bn=False,
+    ste_clip=False,
     name="vgg_small",
 ):
     """Builds VGG-Small as a Keras functional model (logits output).
@@ -45,6 +46,7 @@ def vgg_small(
             accepted so that every builder takes `block`.
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
+        ste_clip: for method "ste", clip the latent weights to [-1, 1].
         name: model name.
 
     Returns:
@@ -69,6 +71,7 @@ def vgg_small(
         activation_quantizer=activation_quantizer,
         sbn=sbn,
         sync_bn=sync_bn,
+        ste_clip=ste_clip,
     )
     method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=8)

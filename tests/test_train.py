@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import input_pipeline
-import models  # noqa: F401  (registers the STE layers for load_model)
+import slb_keras
 import train
 import training
 from tfds_mock import write_tfds_metadata
@@ -91,19 +91,72 @@ def test_recipes_follow_the_spec():
     assert (vgg.dataset, vgg.optimizer, vgg.lr, vgg.weight_decay, vgg.batch_size, vgg.epochs) == (
         "cifar10", "sgd", 0.02, 5e-4, 100, 400
     )
-    assert (vgg.temperature_start, vgg.temperature_end, vgg.temperature_schedule) == (0.01, 10.0, "exp")
+    # the authors' per-epoch speed form at their budget (SLB_SPEC section 5)
+    assert (vgg.temperature_start, vgg.temperature_speed, vgg.temperature_end) == (0.01, 1.03, None)
     assert (vgg.temperature_start_fraction, vgg.temperature_end_fraction) == (0.3, 0.9)
+    assert (vgg.lr_schedule, vgg.weight_decay_mode, vgg.block, vgg.activation_quantizer) == (
+        "step", "coupled", "conv", "dorefa"
+    )
     resnet20 = training.resolve(training.Config(model="resnet20"))
     assert (resnet20.lr, resnet20.weight_decay, resnet20.activation_quantizer) == (0.1, 1e-4, "pact")
-    assert resnet20.temperature_start_fraction == 0.4
+    assert (resnet20.temperature_start_fraction, resnet20.block) == (0.4, "convprelubn")
     resnet18 = training.resolve(training.Config(model="resnet18"))
     assert (resnet18.dataset, resnet18.optimizer, resnet18.lr, resnet18.weight_decay) == (
         "imagenet2012", "adam", 1e-3, 0.0
     )
     assert (resnet18.batch_size, resnet18.epochs, resnet18.lr_schedule) == (256, 120, "step")
+    assert (resnet18.block, resnet18.activation_quantizer, resnet18.temperature_speed) == ("bireal", "pact", 1.05)
     # explicit values win over the recipe
     assert training.resolve(training.Config(model="vgg_small", lr=0.5, epochs=3)).lr == 0.5
     assert vgg.model_dir == os.path.join("runs", "vgg_small_slb_w1a1_cifar10")
+
+
+# The speeds of the authors' README (SLB_SPEC section 5), both CIFAR-10 networks.
+AUTHORS_SPEEDS = {
+    (1, 1): 1.03, (1, 2): 1.03, (1, 4): 1.03, (1, 8): 1.03, (1, 32): 1.04,
+    (2, 2): 1.04, (2, 4): 1.04, (2, 8): 1.04, (2, 32): 1.05,
+    (4, 4): 1.05, (4, 8): 1.05, (4, 32): 1.06,
+}
+
+
+@pytest.mark.parametrize("model", ["vgg_small", "resnet20"])
+def test_recipe_tau_sequence_is_the_authors_per_epoch_formula(model):
+    start, end = {"vgg_small": (0.3, 0.9), "resnet20": (0.4, 0.9)}[model]
+    for (wbits, abits), speed in AUTHORS_SPEEDS.items():
+        config = training.resolve(training.Config(model=model, wbits=wbits, abits=abits))
+        assert config.temperature_speed == speed
+        scheduler = slb_keras.TemperatureScheduler(**training.temperature_arguments(config, 400 * 7))
+        tau, expected = 0.01, []
+        for epoch in range(400):  # the authors' loop: tau *= speed per epoch in [0.3 E, 0.9 E)
+            if int(start * 400) <= epoch < int(end * 400):
+                tau *= speed
+            expected.append(tau)
+        assert [scheduler(epoch * 7 + 3) for epoch in range(400)] == expected
+
+
+def test_resnet18_recipe_tau_reaches_the_rebuttal_range():
+    config = training.resolve(training.Config(model="resnet18", wbits=1, abits=1))
+    scheduler = slb_keras.TemperatureScheduler(**training.temperature_arguments(config, 120))
+    assert scheduler(0) == 0.01 and scheduler.final_temperature() == pytest.approx(0.01 * 1.05**60)
+
+
+def test_short_budget_recipe_and_explicit_temperature_flags():
+    short = {w: training.resolve(training.Config(wbits=w, abits=w, epochs=6)) for w in (1, 2, 4)}
+    assert [(c.temperature_speed, c.temperature_end, c.temperature_end_fraction) for c in short.values()] == [
+        (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 1000.0, 0.6)
+    ]
+    literal = training.resolve(training.Config(epochs=6, temperature_speed=1.5))
+    assert (literal.temperature_speed, literal.temperature_end, literal.temperature_end_fraction) == (1.5, None, 0.9)
+    ends = training.resolve(training.Config(temperature_end=50.0))  # the start/end form at 400 epochs
+    assert (ends.temperature_speed, ends.temperature_end, ends.temperature_end_fraction) == (None, 50.0, 0.9)
+    with pytest.raises(training.UsageError, match="--temperature_speed=1.1: expected no --temperature_end"):
+        training.resolve(training.Config(temperature_speed=1.1, temperature_end=5.0))
+    with pytest.raises(training.UsageError, match="--block=bireal: expected one of convprelubn, standard"):
+        training.resolve(training.Config(model="resnet20", block="bireal"))
+    with pytest.raises(training.UsageError, match="--hard_epochs=3: expected an integer from 0 to 2"):
+        training.resolve(training.Config(epochs=6, hard_epochs=3))
+    ste = training.resolve(training.Config(method="ste", wbits=1))
+    assert ste.ste_clip and not training.resolve(training.Config(method="ste", wbits=2)).ste_clip
 
 
 def test_resnet18_step_schedule_decays_at_epochs_70_90_110():
@@ -111,8 +164,12 @@ def test_resnet18_step_schedule_decays_at_epochs_70_90_110():
     schedule = training.make_lr_schedule(config, steps_per_epoch=10)
     values = [float(schedule(step)) for step in (0, 699, 700, 899, 900, 1099, 1100, 1199)]
     np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6], rtol=1e-6)
-    cosine = training.make_lr_schedule(training.resolve(training.Config(epochs=2)), steps_per_epoch=10)
+    cosine = training.make_lr_schedule(
+        training.resolve(training.Config(epochs=2, lr_schedule="cosine")), steps_per_epoch=10
+    )
     assert float(cosine(0)) == pytest.approx(0.02) and float(cosine(20)) == pytest.approx(0.0)
+    cifar = training.make_lr_schedule(training.resolve(training.Config(epochs=4)), steps_per_epoch=10)
+    np.testing.assert_allclose([float(cifar(s)) for s in (19, 20, 29, 30)], [0.02, 0.002, 0.002, 2e-4], rtol=1e-6)
 
 
 def test_flags_and_config_have_the_same_fields():
@@ -175,9 +232,13 @@ def test_every_method_trains_through_run(method, tmp_path):
     assert {"fp": "Conv2D", "ste": "STEConv2D", "slb": "SLBConv2D"}[method] in kinds
     assert os.path.exists(tmp_path / "model.tflite") == (method == "ste")
     if method == "slb":
-        # tau of each epoch's last step (1 and 3 of 4): exp from 0.01 to 10 over steps [1.2, 3.6)
-        expected = [0.01, 0.01 * 1000 ** ((3 - 1.2) / 2.4)]
+        # tau of each epoch's last step (1 and 3 of 4): the short-budget recipe at W2,
+        # exp from 0.01 to 200 over steps [0.3 * 4, 0.6 * 4) = [1.2, 2.4)
+        expected = [0.01, 200.0]
         np.testing.assert_allclose([row["temperature"] for row in summary["history"]], expected)
+        assert summary["recipe"] == {
+            "activation_quantizer_used": "dorefa", "temperature_final": 200.0, "temperature_form": "exp"
+        }
     else:
         assert all("temperature" not in row for row in summary["history"])
 
@@ -311,6 +372,80 @@ def test_batch_size_not_divisible_by_replicas(mirrored_strategy, tmp_path):
     with pytest.raises(training.UsageError, match="--batch_size=15: expected a multiple of the 2 replicas"):
         training.run(config, strategy_override=mirrored_strategy)
     assert not os.path.exists(tmp_path / "run")
+
+
+def _write_npz(path, **arrays):
+    """A valid 4-class float .npz (64 train, 32 test 8x8 images), with `arrays` replaced."""
+    rng = np.random.default_rng(0)
+    values = dict(
+        x_train=rng.random((64, 8, 8), dtype=np.float32),
+        y_train=np.arange(64) % 4,
+        x_test=rng.random((32, 8, 8), dtype=np.float32),
+        y_test=np.arange(32) % 4,
+    )
+    values.update(arrays)
+    np.savez(path, **values)
+
+
+def _nan_images(count):
+    images = np.random.default_rng(1).random((64, 8, 8), dtype=np.float32)
+    images.reshape(-1)[:count] = np.nan
+    return images
+
+
+def _bad_file(content):
+    return lambda path: path.write_bytes(content)
+
+
+BAD_DATA = [
+    ("nan", lambda path: _write_npz(path, x_train=_nan_images(3)), "data.npz: x_train holds 3 non-finite values"),
+    ("inf", lambda path: _write_npz(path, x_test=np.full((32, 8, 8), np.inf, np.float32)), "x_test holds 2048 non-finite"),
+    ("empty file", _bad_file(b""), "data.npz is not a readable .npz file (it is empty)"),
+    ("random bytes", _bad_file(np.random.default_rng(0).bytes(999)), "data.npz is not a readable .npz file"),
+    ("zip header only", _bad_file(b"PK\x03\x04" + bytes(40)), "data.npz is not a readable .npz file"),
+    ("one class", lambda path: _write_npz(path, y_train=np.zeros(64, int)), "every training label is 0"),
+    ("label 1e9", lambda path: _write_npz(path, y_train=np.r_[np.arange(63) % 4, 10**9]), "imply 1000000001 classes"),
+    ("negative label", lambda path: _write_npz(path, y_test=np.r_[np.arange(31) % 4, -3]), "negative label -3"),
+    ("float labels", lambda path: _write_npz(path, y_train=np.arange(64) % 4 * 1.0), "must be 64 non-negative integers"),
+    ("zero-size images", lambda path: _write_npz(path, x_train=np.zeros((64, 0, 8))), "zero-size side"),
+    ("2x2 images", lambda path: _write_npz(path, x_train=np.zeros((64, 2, 2)), x_test=np.zeros((32, 2, 2))),
+     "its images are 2x2; the networks need at least 8x8: pass --image_size=8 or more"),
+]
+
+
+@pytest.mark.parametrize("name, write, expected", BAD_DATA, ids=[case[0] for case in BAD_DATA])
+def test_bad_data_exits_2_with_one_line_before_writing_anything(name, write, expected, tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    write(path)
+    flags = [f for f in TINY_FLAGS if not f.startswith(("--dataset=", "--image_size="))]
+    status, err = _main([*flags, f"--dataset={path}", f"--model_dir={tmp_path / 'run'}"], capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"train.py: error: --dataset={path}"), err
+    assert expected in lines[0]
+    assert not (tmp_path / "run").exists()  # so the corrected command is not refused
+
+
+@pytest.mark.slow
+def test_train_py_refuses_nan_data_then_the_corrected_file_runs(tmp_path):
+    path, model_dir = tmp_path / "data.npz", tmp_path / "run"
+    flags = [f for f in TINY_FLAGS if not f.startswith("--dataset=")]
+    args = [*flags, f"--dataset={path}", f"--model_dir={model_dir}"]
+    _write_npz(path, x_train=_nan_images(5))
+    bad = _train_py(args)
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    ours = [line for line in bad.stderr.splitlines() if not TF_STARTUP_LOG.match(line)]
+    assert ours == [
+        f"train.py: error: --dataset={path}: x_train holds 5 non-finite values (NaN or "
+        "infinity); replace or drop the images that hold them"
+    ]
+    assert not model_dir.exists()
+    _write_npz(path)  # the corrected data, same command
+    good = _train_py(args)
+    assert good.returncode == 0, good.stderr[-3000:]
+    summary = _summary(model_dir)
+    assert summary["config"]["dataset"] == str(path) and len(summary["history"]) == 2
+    assert all(np.isfinite(row["loss"]) for row in summary["history"])
 
 
 # TensorFlow's C++ runtime logs a few lines when it starts (on this machine: oneDNN, no

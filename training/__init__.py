@@ -63,9 +63,11 @@ from training.run_dir import (
     write_json,
 )
 from training.runner import run
+from training.runner import temperature_arguments
 from training.strategy import make_strategy
 
 __all__ = [
+    "temperature_arguments",
     "BACKUP_DIR",
     "FLAGS_FILE",
     "HISTORY_FILE",

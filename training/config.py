@@ -12,10 +12,12 @@ import os
 
 import models
 from models import method as method_lib
+from training import recipes
 from training.recipes import RECIPES
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 TEMPERATURE_SCHEDULES = ("exp", "cos", "linear")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
@@ -40,8 +42,10 @@ class UsageError(ValueError):
 class Config:
     """Everything a run depends on; the fields are train.py's flags.
 
-    Fields left `None` take the model's recipe (`RECIPES`) or a value derived from the
-    data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
+    Fields left `None` take the model's recipe (`RECIPES`, `recipes.temperature_defaults`:
+    the authors' per-epoch temperature speed at their budget, a measured short-budget
+    schedule below it; `block`: the authors' network; `ste_clip`: latent weights clipped
+    to [-1, 1] for 1-bit STE) or a value derived from the data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
     about the size of the test set, used by method "slb" with `sbn` only; `model_dir`:
     runs/<model>_<method>_w<w>a<a>_<data>).
 
@@ -67,13 +71,18 @@ class Config:
     lr_schedule: str = None
     lr_step_epochs: tuple = None
     weight_decay: float = None
+    weight_decay_mode: str = None
     activation_quantizer: str = None
+    block: str = None
+    ste_clip: bool = None
     temperature_start: float = None
     temperature_end: float = None
+    temperature_speed: float = None
     temperature_schedule: str = None
     temperature_restarts: int = None
     temperature_start_fraction: float = None
     temperature_end_fraction: float = None
+    hard_epochs: int = 0
     bn_calibration_steps: int = None
     sbn: bool = True
     sync_bn: bool = False
@@ -154,6 +163,13 @@ def resolve(config):
         config,
         **{k: v for k, v in recipe.items() if getattr(config, k) is None},
     )
+    if config.block is None:
+        config = dataclasses.replace(config, block=recipes.default_block(config.model))
+    if config.block not in models.BLOCKS[config.model]:
+        raise invalid_flag("block", config.block, f"one of {', '.join(models.BLOCKS[config.model])} "
+                           f"for --model={config.model}")
+    if config.ste_clip is None:
+        config = dataclasses.replace(config, ste_clip=config.wbits == 1)
     if config.method not in method_lib.METHODS:
         raise invalid_flag("method", config.method, "one of " + ", ".join(method_lib.METHODS))
     try:
@@ -186,10 +202,29 @@ def resolve(config):
     ):
         if getattr(config, name) not in allowed:
             raise invalid_flag(name, getattr(config, name), "one of " + ", ".join(allowed))
-    for name in ("lr", "temperature_start", "temperature_end"):
+    if config.temperature_speed is not None and config.temperature_end is not None:
+        raise invalid_flag(
+            "temperature_speed", config.temperature_speed,
+            f"no --temperature_end (here {config.temperature_end}): the speed form's final tau "
+            "is temperature_start * speed ** (epochs in the window)",
+        )
+    for name in ("temperature_speed", "temperature_end"):
+        value = getattr(config, name)
+        if value is not None and not (_is_number(value) and value > 0):
+            raise invalid_flag(name, value, "a finite number > 0")
+    temperature = recipes.temperature_defaults(
+        config.model, config.wbits, config.abits, config.epochs,
+        speed=config.temperature_speed, end=config.temperature_end,
+    )
+    config = dataclasses.replace(
+        config, **{k: v for k, v in temperature.items() if getattr(config, k) is None}
+    )
+    for name in ("lr", "temperature_start"):
         value = getattr(config, name)
         if not (_is_number(value) and value > 0):
             raise invalid_flag(name, value, "a finite number > 0")
+    if config.weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise invalid_flag("weight_decay_mode", config.weight_decay_mode, "one of " + ", ".join(WEIGHT_DECAY_MODES))
     if not (_is_number(config.weight_decay) and config.weight_decay >= 0):
         raise invalid_flag("weight_decay", config.weight_decay, "a finite number >= 0")
     start, end = config.temperature_start_fraction, config.temperature_end_fraction
@@ -206,7 +241,14 @@ def resolve(config):
         and list(steps) == sorted(steps)
     ):
         raise invalid_flag("lr_step_epochs", steps, "increasing fractions of training in (0, 1)")
-    for name in ("sbn", "sync_bn", "deterministic", "mixed_precision", "jit_compile", "export"):
+    hard_limit = config.epochs - math.ceil(config.temperature_end_fraction * config.epochs - 1e-9)
+    if not (_is_int(config.hard_epochs) and 0 <= config.hard_epochs <= hard_limit):
+        raise invalid_flag(
+            "hard_epochs", config.hard_epochs,
+            f"an integer from 0 to {hard_limit} (the epochs after tau stops growing at "
+            f"{config.temperature_end_fraction:g} of {config.epochs})",
+        )
+    for name in ("sbn", "ste_clip", "sync_bn", "deterministic", "mixed_precision", "jit_compile", "export"):
         if not isinstance(getattr(config, name), bool):
             raise invalid_flag(name, getattr(config, name), "true or false")
     if not isinstance(config.dataset, str) or not config.dataset:

@@ -6,6 +6,8 @@ continues the schedule where it stopped.
 
 import keras
 
+from slb_keras import optimizers
+
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
 
@@ -34,17 +36,29 @@ def make_lr_schedule(config, steps_per_epoch):
 
 
 def make_optimizer(config, steps_per_epoch):
-    """SGD (momentum 0.9) or Adam with the learning rate schedule and (decoupled) weight decay.
+    """SGD (momentum 0.9) or Adam with the learning rate schedule and weight decay.
+
+    `weight_decay_mode="coupled"` (the recipes: PyTorch's, added to the gradient before
+    momentum, on every trainable variable) uses `slb_keras.optimizers.CoupledSGD` /
+    `CoupledAdam`; "decoupled" uses Keras's own `weight_decay`.
 
     Example:
 
     >>> from training.config import Config, resolve
     >>> optimizer = make_optimizer(resolve(Config()), steps_per_epoch=10)
-    >>> type(optimizer).__name__, optimizer.momentum, optimizer.weight_decay
-    ('SGD', 0.9, 0.0005)
+    >>> type(optimizer).__name__, optimizer.momentum, optimizer.coupled_weight_decay
+    ('CoupledSGD', 0.9, 0.0005)
+    >>> optimizer = make_optimizer(resolve(Config(weight_decay_mode="decoupled")), 10)
+    >>> type(optimizer).__name__, optimizer.weight_decay
+    ('SGD', 0.0005)
     """
     lr = make_lr_schedule(config, steps_per_epoch)
-    weight_decay = config.weight_decay or None
+    if config.weight_decay_mode == "coupled":
+        decay = dict(coupled_weight_decay=config.weight_decay)
+        sgd, adam = optimizers.CoupledSGD, optimizers.CoupledAdam
+    else:
+        decay = dict(weight_decay=config.weight_decay or None)
+        sgd, adam = keras.optimizers.SGD, keras.optimizers.Adam
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)
-    return keras.optimizers.Adam(lr, weight_decay=weight_decay)
+        return sgd(lr, momentum=SGD_MOMENTUM, **decay)
+    return adam(lr, **decay)

@@ -36,6 +36,8 @@ from training.run_dir import (
 )
 from training.strategy import make_strategy, worker_role
 
+MIN_IMAGE_SIZE = 8  # the smallest image side the networks take (as config.resolve's --image_size)
+
 
 def run(flags_or_config, datasets_override=None, strategy_override=None):
     """Trains, calibrates, evaluates and saves one model; returns the run's summary.
@@ -81,8 +83,18 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
     try:
         info = input_pipeline.get_dataset_info(config.dataset, config.data_dir, config.image_size)
         steps_per_epoch = config.steps_per_epoch or info.steps_per_epoch(config.batch_size)
-    except ValueError as error:
-        raise UsageError(f"--dataset={config.dataset}: {error}") from None
+    except ValueError as error:  # DatasetNotFoundError and DataError included
+        message = str(error)  # data errors start with "<path>: ", as the flag would
+        if not message.startswith(f"{config.dataset}: "):
+            message = f"{config.dataset}: {message}"
+        raise UsageError(f"--dataset={message}") from None
+    height, width = info.input_shape[:2]
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise UsageError(
+            f"--dataset={config.dataset}: its images are {height}x{width}; the networks need at "
+            f"least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}: pass --image_size={MIN_IMAGE_SIZE} or more "
+            "to resize them"
+        )
     is_chief, task_id = worker_role(strategy)
     done = check_model_dir(config, is_chief)
     if done is not None:
@@ -115,8 +127,10 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             num_classes=info.num_classes,
             width_multiplier=config.width_multiplier,
             activation_quantizer=config.activation_quantizer,
+            block=config.block,
             sbn=config.sbn,
             sync_bn=config.sync_bn,
+            ste_clip=config.method == "ste" and config.ste_clip,
         )
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
@@ -198,7 +212,9 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             verbose=verbose,
         )
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    summary = _make_summary(config, model, strategy, initial_epoch, timer.seconds, test_loss, test_accuracy)
+    summary = _make_summary(
+        config, model, strategy, steps_per_epoch, initial_epoch, timer.seconds, test_loss, test_accuracy
+    )
     if is_chief:
         save_model(model, os.path.join(model_dir, MODEL_FILE))
         if config.export:
@@ -242,13 +258,7 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     """
     callbacks = [
         slb_keras.TemperatureScheduler(
-            start=config.temperature_start,
-            end=config.temperature_end,
-            schedule=config.temperature_schedule,
-            total_steps=total_steps,
-            restarts=config.temperature_restarts,
-            start_fraction=config.temperature_start_fraction,
-            end_fraction=config.temperature_end_fraction,
+            **temperature_arguments(config, total_steps),
         ),
         slb_keras.SLBMetrics(x=calibration_ds, log_dir=log_dir),
     ]
@@ -257,10 +267,54 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     return callbacks
 
 
-def _make_summary(config, model, strategy, initial_epoch, epoch_seconds, test_loss, test_accuracy):
-    """The run's summary: config, final hard test accuracy, timing, parameter counts."""
+def temperature_arguments(config, total_steps):
+    """The `slb_keras.TemperatureScheduler` arguments of a resolved config.
+
+    Example:
+
+    >>> from training.config import Config, resolve
+    >>> arguments = temperature_arguments(resolve(Config(epochs=400)), total_steps=400 * 500)
+    >>> arguments["speed"], arguments["end"], arguments["start_fraction"], arguments["end_fraction"]
+    (1.03, None, 0.3, 0.9)
+    """
+    return dict(
+        start=config.temperature_start,
+        end=config.temperature_end,
+        speed=config.temperature_speed,
+        schedule=config.temperature_schedule,
+        total_steps=total_steps,
+        steps_per_epoch=total_steps // config.epochs,
+        restarts=config.temperature_restarts,
+        start_fraction=config.temperature_start_fraction,
+        end_fraction=config.temperature_end_fraction,
+        hard_fraction=config.hard_epochs / config.epochs,
+    )
+
+
+def _recipe_record(config, steps_per_epoch):
+    """What summary.json adds to the config: the activation quantizer really used and tau's end."""
+    total = config.epochs * steps_per_epoch
+    scheduler = slb_keras.TemperatureScheduler(**temperature_arguments(config, total))
+    if config.method == "fp" or config.abits == 32:
+        quantizer = "none"
+    elif config.abits == 1:
+        quantizer = "sign"
+    else:
+        quantizer = config.activation_quantizer
+    return {
+        "activation_quantizer_used": quantizer,
+        "temperature_final": scheduler.final_temperature() if config.method == "slb" else None,
+        "temperature_form": "speed" if config.temperature_speed is not None else config.temperature_schedule,
+    }
+
+
+def _make_summary(
+    config, model, strategy, steps_per_epoch, initial_epoch, epoch_seconds, test_loss, test_accuracy
+):
+    """The run's summary: config, the recipe's derived values, final hard test accuracy, timing."""
     return {
         "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},
+        "recipe": _recipe_record(config, steps_per_epoch),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "resumed_from_epoch": initial_epoch,
