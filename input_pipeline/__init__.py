@@ -26,10 +26,18 @@ Sources (`name`):
 digits and .npz sets are normalized by their own training-set channel mean / std,
 folders by the ImageNet ones; they are not augmented (a flip would change a digit).
 
+The data are checked when a source is resolved (by each public function, so
+`get_dataset_info` fails before a training script writes anything): .npz files are
+loaded without unpickling and refused, with one line naming the split or file, when
+unreadable or when they hold non-finite values, zero-size images, non-integer or
+negative labels, a single class or more classes than training examples; classes
+without a training example are logged as a warning with the label histogram.
+
 Modules (each imports only those listed before it):
 
 - `checks`: argument checks (ValueError naming the argument and its value).
 - `source`: `DatasetInfo`, the errors, the `Source` record every source family returns.
+- `validation`: checks of in-memory data (readable .npz, finite images, labels).
 - `preprocessing`: scaling, normalization, resizing, the seeded CIFAR-10 / ImageNet
   augmentations.
 - `tfds_sources`, `array_sources`, `folder_source`: the source families.
@@ -58,7 +66,7 @@ import functools
 from input_pipeline.checks import SPLITS, check_divisible, check_run_args, check_split
 from input_pipeline.pipeline import build
 from input_pipeline.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-from input_pipeline.source import DatasetInfo, DatasetNotFoundError
+from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError
 from input_pipeline.sources import DATASETS, resolve_source
 from input_pipeline.tfds_sources import IMAGENET_MANUAL_FILES
 
@@ -66,6 +74,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DATASETS",
+    "DataError",
     "IMAGENET_MANUAL_FILES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -96,6 +105,8 @@ def get_dataset_info(name, data_dir=None, image_size=None):
 
     Raises:
         DatasetNotFoundError: the data are missing; the message says how to supply them.
+        DataError: the data are unusable (an unreadable .npz or image file, non-finite
+            values, a single class, bad labels); one line naming the split or file.
         ValueError: `name` is unknown or an argument is invalid.
 
     Example:

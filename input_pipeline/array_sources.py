@@ -11,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline.preprocessing import normalize, unit_float
-from input_pipeline.source import DatasetInfo, DatasetNotFoundError, Source
+from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
+from input_pipeline.validation import check_classes, check_images, check_labels, read_npz
 from slb_keras.datasets import load_digits
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -26,11 +27,11 @@ def digits_source(image_size):
     DatasetInfo(num_classes=10, input_shape=(16, 16, 3), num_train=1438, num_test=359)
     """
     (x_train, y_train), (x_test, y_test) = load_digits(image_size=image_size)
-    return _array_source(x_train, y_train, x_test, y_test, image_size)
+    return _array_source("digits", x_train, y_train, x_test, y_test, image_size)
 
 
 def npz_source(path, image_size):
-    """The `Source` of an .npz file holding `NPZ_KEYS`, its arrays checked.
+    """The `Source` of an .npz file holding `NPZ_KEYS`, its arrays checked (`validation`).
 
     Example:
 
@@ -45,53 +46,23 @@ def npz_source(path, image_size):
             f"no .npz file at {path!r}: write one holding {', '.join(NPZ_KEYS)}, "
             "or use --dataset=digits"
         )
-    with tf.io.gfile.GFile(path, "rb") as file, np.load(file) as arrays:
-        missing = [key for key in NPZ_KEYS if key not in arrays.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks {', '.join(missing)}: an .npz data set must hold "
-                f"{', '.join(NPZ_KEYS)}; it holds {', '.join(arrays.files) or 'nothing'}"
-            )
-        x_train, y_train, x_test, y_test = (arrays[key] for key in NPZ_KEYS)
-    x_train, x_test = (_with_channels(path, x) for x in (x_train, x_test))
-    y_train, y_test = (_labels(path, y, len(x)) for y, x in ((y_train, x_train), (y_test, x_test)))
+    arrays = read_npz(path, NPZ_KEYS)
+    x_train, x_test = (check_images(path, key, arrays[key]) for key in ("x_train", "x_test"))
+    y_train, y_test = (
+        check_labels(path, key, arrays[key], len(x))
+        for key, x in (("y_train", x_train), ("y_test", x_test))
+    )
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise DataError(
             f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
             f"{x_test.shape[1:]}; both splits must hold images of one shape"
         )
-    return _array_source(x_train, y_train, x_test, y_test, image_size)
+    return _array_source(path, x_train, y_train, x_test, y_test, image_size)
 
 
-def _with_channels(path, images):
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(
-            f"{path}: images must be a non-empty (n, h, w) or (n, h, w, c) array. "
-            f"Received shape {images.shape}"
-        )
-    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"{path}: images must be uint8 or float. Received dtype {images.dtype}")
-    return images
-
-
-def _labels(path, labels, num_images):
-    labels = np.asarray(labels).reshape(-1) if np.ndim(labels) == 2 else np.asarray(labels)
-    if (
-        labels.shape != (num_images,)
-        or not np.issubdtype(labels.dtype, np.integer)
-        or labels.min() < 0
-    ):
-        raise ValueError(
-            f"{path}: labels must be {num_images} non-negative integers, one per image. "
-            f"Received shape {labels.shape}, dtype {labels.dtype}"
-        )
-    return labels.astype(np.int32)
-
-
-def _array_source(x_train, y_train, x_test, y_test, image_size):
+def _array_source(name, x_train, y_train, x_test, y_test, image_size):
     """In-memory images (uint8 0..255 or float), standardized by training-set statistics."""
+    num_classes = check_classes(name, y_train, y_test)
     mean, std = _channel_stats(x_train)
     size = (image_size, image_size) if image_size else x_train.shape[1:3]
     if tuple(size) != x_train.shape[1:3]:
@@ -106,7 +77,7 @@ def _array_source(x_train, y_train, x_test, y_test, image_size):
     splits = {True: (x_train, y_train), False: (x_test, y_test)}
     return Source(
         info=DatasetInfo(
-            num_classes=int(max(y_train.max(), y_test.max())) + 1,
+            num_classes=num_classes,
             input_shape=(*size, x_train.shape[-1]),
             num_train=len(x_train),
             num_test=len(x_test),

@@ -4,6 +4,9 @@ Either `train/` plus `test/` (or `val/`, `validation/`), each holding one folder
 class, or the class folders directly, in which case every 5th image in sorted order
 (20% of each class) is the test set. Files (.bmp, .gif, .jpeg, .jpg, .png) are resized
 to `image_size` (32) and normalized by the ImageNet channel mean / std.
+
+Before anything is decoded, every file's first bytes are checked (an empty or non-image
+file is refused with its name), and a single class folder is refused.
 """
 
 import functools
@@ -13,12 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
-from input_pipeline.source import DatasetInfo, DatasetNotFoundError, Source
+from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 
 FOLDER_IMAGE_SIZE = 32
 FOLDER_TEST_EVERY = 5
 FOLDER_TEST_NAMES = ("test", "val", "validation")
 FOLDER_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# The first bytes of the files tf.io.decode_image reads: PNG, JPEG, GIF, BMP.
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
 def folder_source(path, image_size):
@@ -42,13 +47,18 @@ def folder_source(path, image_size):
         files, labels, class_names = _list_class_folders(path)
         is_test = np.arange(len(files)) % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1
         if not is_test.any():
-            raise ValueError(
+            raise DataError(
                 f"{path} holds {len(files)} images: a folder without train/ and test/ "
                 f"subfolders needs at least {FOLDER_TEST_EVERY}, every "
                 f"{FOLDER_TEST_EVERY}th going to the test set"
             )
         train_files, train_labels = files[~is_test], labels[~is_test]
         test_files, test_labels = files[is_test], labels[is_test]
+    if len(class_names) < 2:
+        raise DataError(
+            f"{path} holds one class folder ({class_names[0]}); a classifier needs at least 2"
+        )
+    _check_image_files(path, [*train_files, *test_files])
     splits = {True: (train_files, train_labels), False: (test_files, test_labels)}
     read = functools.partial(_read_image_file, image_size=image_size)
     return Source(
@@ -92,7 +102,7 @@ def _list_class_folders(directory, class_names=None):
     if class_names is None:
         class_names = folders
     elif not set(folders) <= set(class_names):
-        raise ValueError(
+        raise DataError(
             f"{directory} has class folders {sorted(set(folders) - set(class_names))} that "
             f"the training folder lacks; its classes are {class_names}"
         )
@@ -108,6 +118,23 @@ def _list_class_folders(directory, class_names=None):
             f"{directory}: put each class's images in a folder named after the class"
         )
     return np.array(files), np.array(labels, np.int32), class_names
+
+
+def _check_image_files(path, files):
+    """Refuses empty files and files that do not start like a PNG, JPEG, GIF or BMP image."""
+    bad = []
+    for file in files:
+        with tf.io.gfile.GFile(file, "rb") as handle:
+            head = handle.read(max(map(len, IMAGE_SIGNATURES)))
+        if not head.startswith(IMAGE_SIGNATURES):
+            bad.append((file, "it is empty" if not head else "not a PNG, JPEG, GIF or BMP file"))
+    if bad:
+        (file, why), more = bad[0], len(bad) - 1
+        raise DataError(
+            f"{path}: {file} is not a readable image ({why})"
+            + (f", nor are {more} other files" if more else "")
+            + "; remove or replace them"
+        )
 
 
 def _read_image_file(file, image_size):

@@ -24,6 +24,26 @@ class DatasetNotFoundError(ValueError):
     """
 
 
+class DataError(DatasetNotFoundError):
+    """A data set's files exist but are unusable: unreadable, non-finite, bad labels.
+
+    A subclass of `DatasetNotFoundError` (no usable data were found), so whatever
+    handles missing data (train.py: one line, exit status 2) handles this too.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from input_pipeline import get_dataset_info
+    >>> images = np.full((4, 8, 8), np.nan, np.float32)
+    >>> np.savez("nan.npz", x_train=images, y_train=[0, 1, 0, 1], x_test=images, y_test=[0, 1, 0, 1])
+    >>> try:
+    ...     get_dataset_info("nan.npz")
+    ... except DataError as error:
+    ...     print(error)
+    nan.npz: x_train holds 256 non-finite values (NaN or infinity); replace or drop the images that hold them
+    """
+
+
 class DatasetInfo(NamedTuple):
     """What a model and a schedule need to know about a data set.
 

@@ -539,3 +539,153 @@ def test_docstring_examples(tmp_path, monkeypatch):
         assert result.failed == 0, name
         attempted[name] = result.attempted
     assert all(attempted.values()), attempted  # every module has examples
+
+
+# --- bad data (issue 15): one clear line, nothing unpickled -----------------------------
+
+
+def write_npz(path, **arrays):
+    """A valid 4-class float .npz (40 train, 12 test 8x8 images), with `arrays` replaced."""
+    rng = np.random.default_rng(0)
+    values = dict(
+        x_train=rng.random((40, 8, 8), dtype=np.float32),
+        y_train=np.arange(40) % 4,
+        x_test=rng.random((12, 8, 8), dtype=np.float32),
+        y_test=np.arange(12) % 4,
+    )
+    values.update(arrays)
+    np.savez(path, **values)
+    return os.fspath(path)
+
+
+def refused(name):
+    """The DataError message of get_dataset_info(name), checked to be one line."""
+    with pytest.raises(ip.DataError) as error:
+        ip.get_dataset_info(name)
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
+def with_bad_values(shape, count, value):
+    images = np.random.default_rng(1).random(shape, dtype=np.float32)
+    images.reshape(-1)[:count] = value
+    return images
+
+
+@pytest.mark.parametrize(
+    "key, value, count",
+    [("x_train", np.nan, 5), ("x_test", np.inf, 3), ("x_test", -np.inf, 1)],
+)
+def test_non_finite_images_are_refused_naming_the_split_and_count(key, value, count, tmp_path):
+    shape = (40, 8, 8) if key == "x_train" else (12, 8, 8)
+    path = write_npz(tmp_path / "data.npz", **{key: with_bad_values(shape, count, value)})
+    assert f"{key} holds {count} non-finite values" in refused(path)
+
+
+def test_data_error_is_a_dataset_not_found_error():
+    # train.py reports DatasetNotFoundError as one line with exit status 2.
+    assert issubclass(ip.DataError, ip.DatasetNotFoundError)
+    assert issubclass(ip.DataError, ValueError)
+
+
+def test_unreadable_npz_files_are_refused(tmp_path):
+    good = write_npz(tmp_path / "good.npz")
+    content = open(good, "rb").read()
+    cases = {
+        "empty.npz": b"",
+        "truncated.npz": content[: len(content) // 2],
+        "random.npz": np.random.default_rng(0).bytes(4096),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert "is not a readable .npz file" in refused(os.fspath(tmp_path / name)), name
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    os.rename(tmp_path / "single.npy", tmp_path / "single.npz")
+    assert "it holds one array" in refused(os.fspath(tmp_path / "single.npz"))
+
+
+class _Touch:
+    """Unpickling it creates a file: proof that a pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickles_are_never_loaded(tmp_path):
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps(_Touch(os.fspath(marker))))
+    objects = np.array([_Touch(os.fspath(marker))] * 40, dtype=object)
+    write_npz(tmp_path / "objects.npz", y_train=objects)
+    for name in ("pickle.npz", "objects.npz"):
+        message = refused(os.fspath(tmp_path / name))
+        assert "pickled data or object arrays, which are never loaded" in message
+        assert "allow_pickle" not in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "arrays, expected",
+    [
+        ({"x_train": np.zeros((40, 0, 0), np.float32)}, "x_train images have a zero-size side"),
+        ({"x_test": np.zeros((12, 8, 8), np.int64)}, "x_test images must be uint8 or float"),
+        ({"y_train": np.zeros(40, np.int64), "y_test": np.zeros(12, np.int64)}, "every training label is 0"),
+        ({"y_train": np.r_[np.arange(39) % 4, 10**9]}, "imply 1000000001 classes"),
+        ({"y_test": np.r_[np.arange(11) % 4, -1]}, "y_test holds the negative label -1"),
+        ({"y_train": (np.arange(40) % 4).astype(np.float32)}, "y_train labels must be 40 non-negative integers"),
+        ({"y_train": np.eye(4)[np.arange(40) % 4]}, "y_train labels must be 40 non-negative integers"),
+        ({"x_test": np.zeros((12, 6, 6), np.float32)}, "both splits must hold images of one shape"),
+    ],
+    ids=["zero-size", "int64 images", "one class", "label 1e9", "negative", "float labels", "one-hot", "shapes"],
+)
+def test_bad_npz_arrays_are_refused_with_one_line(arrays, expected, tmp_path):
+    assert expected in refused(write_npz(tmp_path / "data.npz", **arrays))
+
+
+def test_tiny_images_are_read_and_resized(tmp_path):
+    # 2x2 images are data the pipeline can resize; train.py asks for --image_size (test_train).
+    path = write_npz(tmp_path / "tiny.npz", x_train=np.zeros((40, 2, 2), np.uint8), x_test=np.zeros((12, 2, 2), np.uint8))
+    assert ip.get_dataset_info(path).input_shape == (2, 2, 1)
+    x, _ = next(iter(ip.build_dataset(path, "test", 4, image_size=8)))
+    assert x.shape == (4, 8, 8, 1)
+
+
+def test_a_label_typo_warns_with_the_label_histogram(tmp_path, caplog):
+    labels = np.arange(200) % 4
+    labels[7] = 50  # a typo for 3
+    path = write_npz(tmp_path / "typo.npz", x_train=np.zeros((200, 8, 8), np.uint8), y_train=labels)
+    with caplog.at_level("WARNING"):
+        info = ip.get_dataset_info(path)
+    assert info.num_classes == 51  # the labels are trusted, but not silently
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "46 of the 51 classes (labels 0 .. 50) have no training example: 4 .. 49" in warning
+    assert "{0: 50, 1: 50, 2: 50, 3: 49, 50: 1}" in warning
+
+
+def test_labels_without_gaps_do_not_warn(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        ip.get_dataset_info(write_npz(tmp_path / "data.npz"))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_folder_with_an_empty_or_non_image_file(tmp_path):
+    write_class_folders(tmp_path, per_class=5)
+    (tmp_path / "cat" / "empty.png").write_bytes(b"")
+    (tmp_path / "dog" / "notes.jpg").write_text("not an image")
+    message = refused(os.fspath(tmp_path))
+    assert f"{tmp_path / 'cat' / 'empty.png'} is not a readable image (it is empty)" in message
+    assert "nor are 1 other files" in message
+
+
+def test_folder_with_a_single_class(tmp_path):
+    write_class_folders(tmp_path, per_class=5)
+    for name in ("dog", "emu"):
+        for file in os.listdir(tmp_path / name):
+            os.remove(tmp_path / name / file)
+        os.rmdir(tmp_path / name)
+    assert "one class folder (cat)" in refused(os.fspath(tmp_path))
