@@ -7,16 +7,22 @@ replaces the float `kernel` variable by
 - `temperature`: a non-trainable float32 scalar tau (set by callbacks or
   `set_temperature`),
 
-and makes the layer's effective kernel
+and whose `call(inputs, training)` says what it computes:
 
-- `training=True`:  W_soft = sum_k softmax(tau * A)_k v_k (differentiable);
-- otherwise:        W_hard = v[argmax_k A_k] (what is deployed).
+1. the inputs go through the `input_quantizer` (if any);
+2. the kernel is W_soft = sum_k softmax(tau * A)_k v_k (differentiable) with
+   `training=True` (or while `soft_inference` is on), else
+   W_hard = v[argmax_k A_k] (what is deployed);
+3. `apply_kernel(inputs, kernel)`, the layer family's own linear op (matmul,
+   `convolution_op`, depthwise convolution);
+4. one shared tail: bias, then activation.
 
-Everything else (bias, activation, padding, groups, ...) is the Keras layer's
-own code, reached through its `kernel` property.
+The `kernel` attribute is always the hard kernel (a computed tensor, not a
+variable). Padding, strides, groups, shapes and the configuration are the
+Keras layer's own.
 """
 
-import threading
+import contextlib
 import warnings
 
 import keras
@@ -26,22 +32,28 @@ from slb_keras import ops as slb_ops
 from slb_keras import quantizers
 from slb_keras import value_sets
 
-# The effective kernel of each layer while its `call` runs, per thread (under
-# MirroredStrategy replicas trace `call` concurrently in separate threads).
-_LOCAL = threading.local()
-
-
-def _active_kernels():
-    if not hasattr(_LOCAL, "kernels"):
-        _LOCAL.kernels = {}
-    return _LOCAL.kernels
+INFERENCE_KERNELS = ("hard", "soft")
 
 
 class SLBLayerMixin:
     """Shared SLB behaviour; put it before the Keras layer class in the bases.
 
     Subclasses pass the Keras arguments through to the Keras layer and the SLB
-    ones (`wbits`, `input_quantizer`, `logits_initializer`) here.
+    ones (`wbits`, `input_quantizer`, `logits_initializer`) here, and define
+    `apply_kernel(inputs, kernel)`, the family's linear op.
+
+    Attributes:
+        inference_kernel: the kernel used when `training` is falsy, "hard"
+            (the default: what is deployed) or "soft" (set by
+            `soft_inference`; not serialized).
+
+    Example:
+
+    >>> layer = slb_keras.SLBDense(2, wbits=1, use_bias=False)
+    >>> x = np.ones((1, 3), "float32")
+    >>> y = layer(x)  # hard kernel: x @ layer.kernel
+    >>> bool(np.array_equal(y.numpy(), x @ layer.kernel.numpy()))
+    True
     """
 
     def __init__(
@@ -75,7 +87,9 @@ class SLBLayerMixin:
         super().__init__(*args, **kwargs)
         self.input_quantizer = quantizers.get(input_quantizer)
         self.logits_initializer = keras.initializers.get(logits_initializer)
+        self.inference_kernel = "hard"
         self._slb_building = False
+        self._input_record = None
 
     # -- variables -------------------------------------------------------------
 
@@ -114,10 +128,7 @@ class SLBLayerMixin:
 
     @property
     def kernel(self):
-        """The effective kernel: soft/hard inside `call`, hard outside it."""
-        active = _active_kernels().get(id(self))
-        if active is not None:
-            return active
+        """The hard kernel v[argmax A] (float32 tensor, kernel shape), everywhere."""
         return self.hard_kernel()
 
     @kernel.setter
@@ -131,7 +142,7 @@ class SLBLayerMixin:
 
     @property
     def _kernel(self):
-        return self.kernel
+        return self.hard_kernel()
 
     @_kernel.setter
     def _kernel(self, value):
@@ -171,17 +182,32 @@ class SLBLayerMixin:
             )
         self.kernel_logits.assign(slb_ops.logits_from_codes(codes, self.wbits, margin))
 
+    # -- the forward pass ----------------------------------------------------------
+
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:
             # The quantizer has its own dtype policy: bring its output back.
             inputs = ops.cast(self.input_quantizer(inputs), self.compute_dtype)
-        kernel = self.soft_kernel() if training else self.hard_kernel()
-        kernels = _active_kernels()
-        kernels[id(self)] = ops.cast(kernel, self.compute_dtype)
-        try:
-            return super().call(inputs)
-        finally:
-            del kernels[id(self)]
+        if self._input_record is not None and self._input_record.value is None:
+            self._input_record.value = inputs  # see record_inputs
+        soft = training or self.inference_kernel == "soft"
+        kernel = self.soft_kernel() if soft else self.hard_kernel()
+        outputs = self.apply_kernel(inputs, ops.cast(kernel, self.compute_dtype))
+        return self._bias_and_activation(outputs)
+
+    def apply_kernel(self, inputs, kernel):
+        """The layer's linear op of `inputs` with `kernel` (no bias, no activation)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no apply_kernel.")
+
+    def _bias_and_activation(self, outputs):
+        if self.use_bias:
+            bias = self.bias
+            if getattr(self, "data_format", "channels_last") == "channels_first":
+                bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
+            outputs = ops.add(outputs, bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
 
     # -- what Keras must not do with a computed kernel ---------------------------
 
@@ -233,6 +259,10 @@ class SLBDense(SLBLayerMixin, keras.layers.Dense):
     >>> tuple(layer.kernel_logits.shape), y.shape
     ((8, 10, 4), TensorShape([4, 10]))
     """
+
+    def apply_kernel(self, inputs, kernel):
+        """inputs @ kernel."""
+        return ops.matmul(inputs, kernel)
 
     def __init__(
         self,
@@ -292,6 +322,10 @@ class SLBConv2D(SLBLayerMixin, keras.layers.Conv2D):
     >>> tuple(model.layers[0].kernel_logits.shape)
     (3, 3, 3, 16, 2)
     """
+
+    def apply_kernel(self, inputs, kernel):
+        """Keras's `convolution_op` (strides, padding, dilation, groups)."""
+        return self.convolution_op(inputs, kernel)
 
     def __init__(
         self,
@@ -353,6 +387,23 @@ class SLBConv1D(SLBLayerMixin, keras.layers.Conv1D):
     >>> layer(np.ones((2, 10, 6), "float32")).shape
     TensorShape([2, 8, 4])
     """
+
+    def apply_kernel(self, inputs, kernel):
+        """Keras's `convolution_op`, after left padding for padding="causal"."""
+        if self.padding != "causal":
+            return self.convolution_op(inputs, kernel)
+        left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+        time = 2 if self.data_format == "channels_first" else 1
+        pads = [[0, 0], [0, 0], [0, 0]]
+        pads[time] = [left, 0]
+        return ops.conv(
+            ops.pad(inputs, pads),
+            kernel,
+            strides=list(self.strides),
+            padding="valid",
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
 
     def __init__(
         self,
@@ -416,6 +467,17 @@ class SLBDepthwiseConv2D(SLBLayerMixin, keras.layers.DepthwiseConv2D):
     >>> layer(np.ones((1, 5, 5, 4), "float32")).shape
     TensorShape([1, 3, 3, 8])
     """
+
+    def apply_kernel(self, inputs, kernel):
+        """Depthwise convolution (strides, padding, dilation of the layer)."""
+        return ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
 
     def __init__(
         self,
@@ -520,3 +582,70 @@ def set_temperature(model, temperature):
             )
         layer.temperature.assign(tau)
     return len(layers)
+
+
+
+@contextlib.contextmanager
+def soft_inference(model):
+    """Makes every SLB layer of `model` use its soft kernel with `training=False`.
+
+    Inside the block, eager calls and functions traced inside it compute
+    W_soft with the current tau in inference mode (dropout off, batch norms
+    on their moving statistics); on exit each layer's `inference_kernel` is
+    restored.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), SLBDense(2)])
+    >>> x = np.ones((1, 4), "float32")
+    >>> with soft_inference(model):
+    ...     soft = model(x)
+    >>> bool(np.allclose(soft, model(x, training=True)))
+    True
+    """
+    layers = slb_layers(model)
+    before = [layer.inference_kernel for layer in layers]
+    for layer in layers:
+        layer.inference_kernel = "soft"
+    try:
+        yield model
+    finally:
+        for layer, state in zip(layers, before):
+            layer.inference_kernel = state
+
+
+@contextlib.contextmanager
+def record_inputs(model):
+    """Records the first input each SLB layer of `model` receives in the block.
+
+    Yields a dict, filled when the block exits: layer name -> the first input
+    the layer received in an eager call inside the block, after its
+    `input_quantizer` (the tensor its kernel is applied to). Layers not
+    called are absent.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), SLBDense(2, name="d")])
+    >>> with record_inputs(model) as inputs:
+    ...     _ = model(np.ones((3, 4), "float32"))
+    >>> tuple(inputs["d"].shape)
+    (3, 4)
+    """
+    records = [(layer, _FirstInput()) for layer in slb_layers(model)]
+    named = {}
+    for layer, record in records:
+        layer._input_record = record
+    try:
+        yield named
+    finally:
+        for layer, record in records:
+            layer._input_record = None
+            if record.value is not None:
+                named[layer.name] = record.value
+
+
+class _FirstInput:
+    """The first input an SLB layer receives while `record_inputs` is on."""
+
+    def __init__(self):
+        self.value = None

@@ -297,3 +297,51 @@ def test_fit_with_jit_compile():
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(before, model.layers[0].kernel_logits.numpy())
     np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), atol=1e-5)
+
+
+def test_kernel_is_the_hard_kernel_inside_call_too():
+    seen = []
+
+    class Probe(slb_keras.SLBDense):
+        def call(self, inputs, training=None):
+            seen.append(self.kernel.numpy())
+            return super().call(inputs, training=training)
+
+    layer = Probe(3, wbits=2)
+    x = _inputs((2, 4))
+    soft = layer(x, training=True).numpy()
+    hard = layer(x, training=False).numpy()
+    for kernel in seen:
+        np.testing.assert_array_equal(kernel, layer.hard_kernel().numpy())
+    expected_soft = x @ layer.soft_kernel().numpy() + layer.bias.numpy()
+    np.testing.assert_allclose(soft, expected_soft, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hard, x @ layer.hard_kernel().numpy() + layer.bias.numpy(), rtol=1e-6)
+
+
+def test_causal_conv1d_with_bias_and_activation_equals_keras():
+    kwargs = {"filters": 3, "kernel_size": 3, "padding": "causal", "dilation_rate": 2, "activation": "relu"}
+    slb = _build(slb_keras.SLBConv1D, kwargs, (2, 9, 4), wbits=2)
+    ref = _build(keras.layers.Conv1D, kwargs, (2, 9, 4))
+    ref.kernel.assign(slb.hard_kernel())
+    bias = np.arange(3, dtype=np.float32) / 3
+    ref.bias.assign(bias)
+    slb.bias.assign(bias)
+    x = _inputs((2, 9, 4))
+    np.testing.assert_allclose(slb(x).numpy(), ref(x).numpy(), atol=1e-6)
+
+
+def test_soft_inference_and_record_inputs():
+    model = keras.Sequential(
+        [keras.Input((4,)), slb_keras.SLBDense(3, wbits=2, name="a"), slb_keras.SLBDense(2, wbits=2, name="b")]
+    )
+    x = _inputs((5, 4))
+    with slb_keras.layers.soft_inference(model):
+        soft = model(x).numpy()
+    np.testing.assert_allclose(soft, model(x, training=True).numpy(), rtol=1e-6)
+    assert [layer.inference_kernel for layer in model.layers] == ["hard", "hard"]
+    with slb_keras.layers.record_inputs(model) as inputs:
+        hard = model(x).numpy()
+    assert sorted(inputs) == ["a", "b"]
+    np.testing.assert_array_equal(inputs["a"], x)
+    np.testing.assert_array_equal(model.layers[1](inputs["b"]).numpy(), hard)
+    assert all(layer._input_record is None for layer in model.layers)
