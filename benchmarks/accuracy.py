@@ -42,6 +42,13 @@ VARIANTS = {
         "temperature_end": 10.0, "temperature_end_fraction": 0.9, "lr_schedule": "cosine",
         "weight_decay_mode": "decoupled", "block": "standard",
     }),
+    # ablations of the recipe (one change each)
+    "slb_cosine": ("slb", {"lr_schedule": "cosine"}),
+    "slb_lqnets_lr": ("slb", {"lr_step_epochs": (0.2, 0.4, 0.75)}),
+    "slb_decoupled": ("slb", {"weight_decay_mode": "decoupled"}),
+    "slb_tau200": ("slb", {"temperature_end": 200.0}),
+    "slb_tau5000": ("slb", {"temperature_end": 5000.0}),
+    "slb_end40": ("slb", {"temperature_end_fraction": 0.4}),
     "slb_hard": ("slb", {"hard_epochs": 1}),
 }
 

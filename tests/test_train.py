@@ -145,6 +145,9 @@ def test_short_budget_recipe_and_explicit_temperature_flags():
     assert [(c.temperature_speed, c.temperature_end, c.temperature_end_fraction) for c in short.values()] == [
         (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 1000.0, 0.6)
     ]
+    assert {c.lr_schedule for c in short.values()} == {"cosine"}  # step at the authors' budget
+    assert training.resolve(training.Config(epochs=400)).lr_schedule == "step"
+    assert training.resolve(training.Config(epochs=6, lr_schedule="step")).lr_schedule == "step"
     literal = training.resolve(training.Config(epochs=6, temperature_speed=1.5))
     assert (literal.temperature_speed, literal.temperature_end, literal.temperature_end_fraction) == (1.5, None, 0.9)
     ends = training.resolve(training.Config(temperature_end=50.0))  # the start/end form at 400 epochs
@@ -168,7 +171,9 @@ def test_resnet18_step_schedule_decays_at_epochs_70_90_110():
         training.resolve(training.Config(epochs=2, lr_schedule="cosine")), steps_per_epoch=10
     )
     assert float(cosine(0)) == pytest.approx(0.02) and float(cosine(20)) == pytest.approx(0.0)
-    cifar = training.make_lr_schedule(training.resolve(training.Config(epochs=4)), steps_per_epoch=10)
+    cifar = training.make_lr_schedule(
+        training.resolve(training.Config(epochs=4, lr_schedule="step")), steps_per_epoch=10
+    )
     np.testing.assert_allclose([float(cifar(s)) for s in (19, 20, 29, 30)], [0.02, 0.002, 0.002, 2e-4], rtol=1e-6)
 
 
