@@ -1,20 +1,33 @@
-"""Exported size and LiteRT latency: float TFLite vs SLB TFLite vs packed codes.
+"""Exported size, LiteRT latency and agreement: float TFLite vs SLB exports, one table.
 
-For each --wbits, builds the same network with method "fp" and "slb", exports the
-float network with the plain TFLiteConverter, the SLB network with
-`slb_keras.export_tflite` (int8 codes, exact) and `slb_keras.export_packed`
-(b-bit codes), and times single-image inference of both .tflite files with the
-LiteRT interpreter, interleaved. Prints sizes (and their ratio to the float
-TFLite), median latencies and their ratio, and writes JSON.
+For one network (a trained `.keras` file, or a freshly built VGG-Small /
+ResNet-20 / MobileNetV2 converted by `quantize_model`), writes
+
+- "float": the inference model (`to_inference_model`, W_h as float32) through the
+  plain `tf.lite.TFLiteConverter`;
+- "dequantize": `export_tflite(arithmetic="float")` (int8 codes + DEQUANTIZE);
+- "integer": `export_tflite()` (the integer route where it is exact);
+- "packed": `export_packed` (size only);
+- "lce": `export_lce` when larq-compute-engine is installed (size and ops; its
+  latency and outputs come from `--lce_python`, a Python with LCE's interpreter,
+  which needs numpy < 2);
+
+then times single-image inference of each .tflite file with the LiteRT
+interpreter (one thread), interleaved round by round, and compares each file's
+outputs with the Keras hard network (`model.predict`) on real images (the digits
+test set, normalized as train.py does, for --dataset=digits) or random ones:
+top-1 agreement and max |diff|. Prints one table and writes JSON.
 
 Example:
 
-    python benchmarks/export_size.py --model=vgg_small --wbits=1,2,4 --runs=50 \
-        --out=runs/export_size.json
+    python benchmarks/export_size.py --model_path=/tmp/vgg_w1a1_digits/model.keras \\
+        --dataset=digits --runs=100 --out=runs/export_size.json
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,99 +38,218 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _common  # noqa: E402
 
+_TFLITE = ("float", "dequantize", "integer")
+
 
 def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="vgg_small", choices=["vgg_small", "resnet20", "resnet18"])
+    parser.add_argument("--model_path", default=None, help="a trained .keras file (else --model)")
+    parser.add_argument("--model", default="vgg_small", choices=["vgg_small", "resnet20", "mobilenet_v2"])
     parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--wbits", default="1,2,4", type=lambda s: [int(b) for b in s.split(",")])
-    parser.add_argument("--abits", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=50, help="timed inferences per model")
+    parser.add_argument("--wbits", type=int, default=1)
+    parser.add_argument("--abits", type=int, default=1, help="1 or 32 (mobilenet_v2: 32)")
+    parser.add_argument("--dataset", default="random", choices=["random", "digits"])
+    parser.add_argument("--images", type=int, default=0, help="images to compare (0: all)")
+    parser.add_argument("--runs", type=int, default=50, help="timed rounds (one image per file each)")
+    parser.add_argument("--lce_python", default=None,
+                        help="a Python with larq-compute-engine, numpy < 2 and tqdm (no TensorFlow needed)")
     parser.add_argument("--out", default=None, help="JSON output path")
     args = parser.parse_args(argv)
     if args.runs <= 0:
-        parser.error("--runs must be > 0")
+        parser.error(f"--runs={args.runs} must be > 0")
+    if args.image_size < 8:
+        parser.error(f"--image_size={args.image_size} must be >= 8")
     return args
 
 
-def _float_tflite(model, path):
+def _network(args):
+    import keras
+
+    import models
+    import slb_keras
+
+    if args.model_path:
+        return keras.models.load_model(args.model_path)
+    shape = (args.image_size, args.image_size, 3)
+    if args.model == "mobilenet_v2":
+        float_model = keras.applications.MobileNetV2(
+            input_shape=shape, weights=None, classes=10, alpha=1.0
+        )
+        return slb_keras.quantize_model(float_model, wbits=args.wbits, abits=32)
+    return models.get_model(args.model, method="slb", wbits=args.wbits, abits=args.abits,
+                            input_shape=shape, num_classes=10)
+
+
+def _images(args, shape):
+    if args.dataset == "digits":
+        from slb_keras.datasets import load_digits
+
+        (x_train, _), (x_test, _) = load_digits(image_size=shape[0], channels=shape[-1])
+        # train.py's input pipeline: training-set channel mean / std.
+        mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
+        std = np.maximum(x_train.std(axis=(0, 1, 2), dtype=np.float64), 1e-3)
+        x = ((x_test - mean) / std).astype(np.float32)
+    else:
+        x = np.random.default_rng(0).normal(size=(128,) + shape).astype(np.float32)
+    return x[: args.images] if args.images else x
+
+
+def _float_tflite(inference, path):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(inference)
+    data = converter.convert()
     with open(path, "wb") as f:
-        f.write(converter.convert())
-    return os.path.getsize(path)
+        f.write(data)
 
 
-def _interpreter(path):
+def _interpreter(path, batch=1):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=1)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, (batch,) + tuple(interpreter.get_input_details()[0]["shape"][1:]))
     interpreter.allocate_tensors()
     return interpreter
 
 
-def _latencies(paths, shape, runs):
-    """Interleaved single-image latency (seconds) of each .tflite file."""
-    x = np.random.default_rng(0).normal(size=(1,) + shape).astype(np.float32)
+def _predict(path, x):
+    interpreter = _interpreter(path, len(x))
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _latencies(paths, x, runs):
+    """Interleaved single-image latency (seconds) of each .tflite file, per round."""
     interpreters = {name: _interpreter(path) for name, path in paths.items()}
     times = {name: [] for name in paths}
-    for _ in range(3):  # warm-up
-        for interp in interpreters.values():
-            interp.set_tensor(interp.get_input_details()[0]["index"], x)
-            interp.invoke()
-    for _ in range(runs):
+    for round_index in range(runs + 3):  # 3 warm-up rounds
+        image = x[round_index % len(x)][None]
         for name, interp in interpreters.items():
-            interp.set_tensor(interp.get_input_details()[0]["index"], x)
+            interp.set_tensor(interp.get_input_details()[0]["index"], image)
             start = time.perf_counter()
             interp.invoke()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            if round_index >= 3:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarize(times, reference="float"):
+    """Median and IQR (seconds) per config; the median of per-round ratios to `reference`."""
+    out = {}
+    for name, t in times.items():
+        t = np.asarray(t)
+        q1, median, q3 = np.percentile(t, [25, 50, 75])
+        ratios = t / np.asarray(times[reference])
+        out[name] = {"median_s": float(median), "iqr_s": float(q3 - q1),
+                     "ratio_to_float": float(np.median(ratios))}
+    return out
+
+
+def _agreement(expected, actual, tolerance=1e-4):
+    """Top-1 agreement, max |diff|, and the samples off by more than `tolerance` of the scale.
+
+    `tolerance` is the export tests' (tests/test_export.py: assert_tflite_matches).
+    """
+    scale = float(np.max(np.abs(expected)))
+    errors = np.max(np.abs(expected - actual), axis=-1)
+    return {
+        "top1_agreement": float(np.mean(expected.argmax(-1) == actual.argmax(-1))),
+        "max_abs_diff": float(errors.max()),
+        "output_scale": scale,
+        "samples_over_tolerance": int(np.sum(errors > tolerance * scale)),
+    }
+
+
+def _lce_run(python, path, x, runs):
+    """Latency and outputs of an LCE file, from a Python that has LCE's interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(os.path.join(tmp, "x.npy"), x)
+        code = (
+            "import importlib.util, json, sys, time, types, numpy as np\n"
+            # The package's __init__ imports the converter (and TensorFlow): skip it.
+            "spec = importlib.util.find_spec('larq_compute_engine')\n"
+            "package = types.ModuleType('larq_compute_engine')\n"
+            "package.__path__ = list(spec.submodule_search_locations)\n"
+            "sys.modules['larq_compute_engine'] = package\n"
+            "from larq_compute_engine.tflite.python.interpreter import Interpreter\n"
+            "x = np.load(sys.argv[2]); data = open(sys.argv[1], 'rb').read()\n"
+            "batch = Interpreter(data, num_threads=1, use_indirect_bgemm=True)\n"
+            "y = np.concatenate([batch.predict(x[i:i + 1]) for i in range(len(x))])\n"
+            "np.save(sys.argv[3], y)\n"
+            "one = Interpreter(data, num_threads=1, use_indirect_bgemm=True)\n"
+            "t = []\n"
+            "for i in range(int(sys.argv[4]) + 3):\n"
+            "    s = time.perf_counter(); one.predict(x[i % len(x)][None]); t.append(time.perf_counter() - s)\n"
+            "print(json.dumps(t[3:]))\n"
+        )
+        result = subprocess.run(
+            [python, "-c", code, path, os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy"), str(runs)],
+            check=True, capture_output=True, text=True,
+        )
+        return json.loads(result.stdout.strip().splitlines()[-1]), np.load(os.path.join(tmp, "y.npy"))
 
 
 def main(argv=None):
     args = _parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import models
     import slb_keras
 
-    shape = (args.image_size, args.image_size, 3)
-    num_classes = 1000 if args.model == "resnet18" else 10
-    report = {"model": args.model, "image_size": args.image_size, "abits": args.abits, "rows": {}}
+    model = _network(args)
+    shape = tuple(model.inputs[0].shape[1:])
+    x = _images(args, shape)
+    expected = model.predict(x, verbose=0)
+    report = {"model": args.model_path or args.model, "input_shape": list(shape),
+              "dataset": args.dataset, "images": len(x), "runs": args.runs, "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        fp = models.get_model(args.model, method="fp", input_shape=shape, num_classes=num_classes)
-        fp_path = os.path.join(tmp, "fp.tflite")
-        fp_bytes = _float_tflite(fp, fp_path)
-        report["float_tflite_bytes"] = fp_bytes
-        for wbits in args.wbits:
-            slb = models.get_model(args.model, method="slb", wbits=wbits, abits=args.abits,
-                                   input_shape=shape, num_classes=num_classes)
-            tfl_path = os.path.join(tmp, f"slb_w{wbits}.tflite")
-            packed_path = os.path.join(tmp, f"slb_w{wbits}.npz")
-            tfl = slb_keras.export_tflite(slb, tfl_path)
-            packed = slb_keras.export_packed(slb, packed_path)
-            assert tfl.file_bytes == os.path.getsize(tfl_path)
-            assert packed.file_bytes == os.path.getsize(packed_path)
-            lat = _latencies({"fp": fp_path, "slb": tfl_path}, shape, args.runs)
-            report["rows"][f"W{wbits}"] = {
-                "slb_tflite_bytes": tfl.file_bytes,
-                "packed_bytes": packed.file_bytes,
-                "ideal_packed_bytes": tfl.packed_bytes,
-                "tflite_vs_float": tfl.file_bytes / fp_bytes,
-                "packed_vs_float": packed.file_bytes / fp_bytes,
-                "fp_latency_s": lat["fp"],
-                "slb_latency_s": lat["slb"],
-                "latency_ratio": lat["slb"] / lat["fp"],
-            }
-    print(f"{args.model} {shape}, abits {args.abits}: float TFLite {fp_bytes / 2**20:.2f} MiB")
-    for label, row in report["rows"].items():
-        print(f"  {label}: TFLite {row['slb_tflite_bytes'] / 2**20:6.2f} MiB "
-              f"({100 * row['tflite_vs_float']:5.1f}% of float), packed "
-              f"{row['packed_bytes'] / 2**20:6.3f} MiB ({100 * row['packed_vs_float']:4.1f}%), "
-              f"LiteRT latency {1000 * row['slb_latency_s']:.2f} ms vs float "
-              f"{1000 * row['fp_latency_s']:.2f} ms (x{row['latency_ratio']:.2f})")
+        paths = {name: os.path.join(tmp, f"{name}.tflite") for name in _TFLITE}
+        _float_tflite(slb_keras.to_inference_model(model), paths["float"])
+        slb_keras.export_tflite(model, paths["dequantize"], arithmetic="float")
+        slb_keras.export_tflite(model, paths["integer"])
+        packed = slb_keras.export_packed(model, os.path.join(tmp, "model.slb"))
+        configs = report["configs"]
+        outputs = {name: _predict(path, x) for name, path in paths.items()}
+        for name, path in paths.items():
+            configs[name] = {"bytes": os.path.getsize(path), **_agreement(expected, outputs[name])}
+        report["integer_vs_dequantize_max_abs_diff"] = float(
+            np.max(np.abs(outputs["integer"] - outputs["dequantize"]))
+        )
+        configs["packed"] = {"bytes": packed.file_bytes}
+        times = _latencies(paths, x, args.runs)
+        try:
+            lce = slb_keras.export_lce(model, os.path.join(tmp, "model.lce.tflite"))
+        except ImportError as error:
+            report["lce"] = f"not run: {error}"
+        else:
+            configs["lce"] = {"bytes": lce.file_bytes, "ops": lce.ops}
+            if args.lce_python:
+                # Not interleaved with the others: another interpreter, another process.
+                lce_times, y = _lce_run(args.lce_python, lce.path, x, args.runs)
+                configs["lce"].update(_agreement(expected, y))
+                times["lce"] = lce_times[: len(times["float"])]
+        for name, row in summarize(times).items():
+            configs[name].update(row)
+    float_bytes = configs["float"]["bytes"]
+    print(f"{report['model']} {shape}, {len(x)} {args.dataset} images, "
+          f"one image, one thread, {args.runs} rounds")
+    print(f"  {'config':<11} {'bytes':>10} {'% float':>8} {'median ms':>10} {'IQR ms':>7} "
+          f"{'x float':>8} {'top-1 agr':>9} {'max|diff|':>10} {'>tol':>5}")
+    for name, row in configs.items():
+        row["bytes_vs_float"] = row["bytes"] / float_bytes
+        timing = (f"{1000 * row['median_s']:>10.2f} {1000 * row['iqr_s']:>7.2f} "
+                  f"{row['ratio_to_float']:>8.3f}") if "median_s" in row else f"{'-':>10} {'-':>7} {'-':>8}"
+        agreement = (f"{100 * row['top1_agreement']:>8.1f}% {row['max_abs_diff']:>10.2e} "
+                     f"{row['samples_over_tolerance']:>5}"
+                     if "top1_agreement" in row else f"{'-':>9} {'-':>10} {'-':>5}")
+        print(f"  {name:<11} {row['bytes']:>10} {100 * row['bytes_vs_float']:>7.1f}% {timing} {agreement}")
+    print(f"  output scale {configs['float']['output_scale']:.3g}; integer vs dequantize max |diff| "
+          f"{report['integer_vs_dequantize_max_abs_diff']:.2e}")
+    if "lce" in report:
+        print(f"  lce: {report['lce']}")
     if args.out:
         _common.write_report(args.out, report)
+    return report
 
 
 if __name__ == "__main__":

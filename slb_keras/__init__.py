@@ -47,6 +47,7 @@ from slb_keras.value_sets import values_to_codes
 _LAZY = {
     "ExportReport": "slb_keras.export_report",
     "LayerExport": "slb_keras.export_report",
+    "export_lce": "slb_keras.lce_export",
     "export_tflite": "slb_keras.tflite_export",
     "to_inference_model": "slb_keras.inference_model",
     "export_packed": "slb_keras.packed",

@@ -25,6 +25,7 @@ Example:
 """
 
 import contextlib
+import dataclasses
 import functools
 import tempfile
 
@@ -40,13 +41,23 @@ from slb_keras import tflite_flatbuffer
 from slb_keras import value_sets
 
 
-def export_tflite(model, path, quantize_full_precision=False):
-    """Writes the hard-quantized network as a TFLite flatbuffer.
+ARITHMETIC = ("auto", "integer", "float")
 
-    Every SLB kernel is an int8 constant holding (m - 1) * W_h (odd integers)
-    with per-tensor scale exactly float32(1 / (m - 1)) and zero point 0 (int16
-    for wbits=8), read by a DEQUANTIZE op, so the model computes in float32 with
-    exactly W_h (see the module docstring). Only builtin TFLite ops are used.
+
+def export_tflite(model, path, quantize_full_precision=False, arithmetic="auto"):
+    """Writes the hard-quantized network as a TFLite flatbuffer of builtin ops.
+
+    Every SLB kernel is stored as its integer codes (m - 1) * W_h (odd integers,
+    int8; int16 for wbits=8), computed one of two ways (see the module
+    docstring), both giving the Keras model's outputs:
+
+    - integer route, for an SLB layer whose input is a sign (values +-1): the
+      int8 codes feed the convolution/matmul directly (hybrid kernel: LiteRT
+      quantizes the 0/1 input exactly and accumulates in integers), several
+      times faster than float;
+    - float route, otherwise: scale exactly float32(1 / (m - 1)), zero point 0,
+      read by a DEQUANTIZE op, so the layer computes in float32 on exactly W_h.
+
     Run the file with `ai_edge_litert.interpreter.Interpreter`.
 
     Args:
@@ -58,13 +69,16 @@ def export_tflite(model, path, quantize_full_precision=False):
             last layer, ...) become int8 dynamic-range weights (not exact); by
             default they stay float32. A mixed-precision model is exported
             computing in float32 (its variables are float32 already).
+        arithmetic: "auto" (the integer route for every SLB layer where it is
+            exact, the float route elsewhere), "integer" (every SLB layer; a
+            ValueError names one that cannot) or "float" (DEQUANTIZE everywhere).
 
     Returns:
         An `ExportReport`; `str(report)` is a readable table.
 
     Raises:
-        ValueError: bad model (see `to_inference_model`) or a path that cannot
-            be written.
+        ValueError: bad model (see `to_inference_model`), a path that cannot be
+            written, or a bad `arithmetic`.
 
     Example:
 
@@ -73,9 +87,11 @@ def export_tflite(model, path, quantize_full_precision=False):
     >>> report.layers[0].bits, report.layers[0].values
     (1, (-1.0, 1.0))
     """
+    if arithmetic not in ARITHMETIC:
+        raise ValueError(f"Invalid arithmetic={arithmetic!r}: expected one of {ARITHMETIC}.")
     path = files.check_output_path(path, "path")
     inference, kernels = inference_module.inference_model_and_kernels(model, float32=True)
-    data = _tflite_flatbuffer(inference, kernels, quantize_full_precision)
+    data = _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic)
     files.atomic_write(path, data)
     return export_report.size_report(
         path, "tflite", inference, kernels, stored=_tflite_bytes,
@@ -90,9 +106,9 @@ def _tflite_bytes(n, bits, slb):
     return n if bits == 8 else 4 * n  # int8 dynamic range, or float32
 
 
-def _tflite_flatbuffer(inference, kernels, quantize_full_precision):
-    layouts = [_kernel_layout(entry) for entry in kernels]
-    graph = kernel_input_model(inference, kernels, layouts)
+def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
+    plans = [_plan(entry, arithmetic) for entry in kernels]
+    graph = kernel_input_model(inference, plans)
     specs = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in graph.inputs]
 
     # The Keras route to TFLite: a SavedModel written by ExportArchive (which
@@ -110,55 +126,147 @@ def _tflite_flatbuffer(inference, kernels, quantize_full_precision):
             if quantize_full_precision:
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
             data = converter.convert()
-    integer_kernels = [
-        tflite_flatbuffer.IntegerKernel(
-            input_name=f"slb_kernel_{i}",
-            name=f"{entry.layer.name}/kernel",
-            # int8 holds (m - 1) * V for up to 7 bits; 8 bits (+-255) need int16.
-            integers=value_sets.integer_values(entry.wbits)[codes].astype(
-                np.int8 if entry.wbits <= 7 else np.int16
-            ),
-            scale=np.float32(1.0 / (2**entry.wbits - 1)),
+    stored = []
+    for i, plan in enumerate(plans):
+        stored.append(
+            tflite_flatbuffer.IntegerKernel(
+                input_name=f"slb_kernel_{i}",
+                name=f"{plan.entry.layer.name}/kernel",
+                # int8 holds (m - 1) * V for up to 7 bits; 8 bits (+-255) need int16.
+                integers=value_sets.integer_values(plan.entry.wbits)[plan.codes].astype(
+                    np.int8 if plan.entry.wbits <= 7 else np.int16
+                ),
+                # The integer route convolves b = (s + 1) / 2 with 2 Q, Q = (m - 1) W_h.
+                scale=np.float32(2.0 if plan.integer else 1.0 / (2**plan.entry.wbits - 1)),
+                route="direct" if plan.integer else "dequantize",
+            )
         )
-        for i, (entry, (codes, _)) in enumerate(zip(kernels, layouts))
-    ]
+        if plan.border is not None:
+            for part, values in (("border", plan.border), ("ones", plan.ones)):
+                stored.append(
+                    tflite_flatbuffer.IntegerKernel(
+                        input_name=f"slb_{part}_{i}",
+                        name=f"{plan.entry.layer.name}/{part}",
+                        integers=values,
+                        scale=np.float32(1.0),
+                        route="float",
+                    )
+                )
     input_names = [x.name for x in inference.inputs]
-    data = tflite_flatbuffer.insert_integer_kernels(data, integer_kernels, input_names)
-    tflite_flatbuffer.check_integer_kernels(data, integer_kernels)
+    data = tflite_flatbuffer.insert_integer_kernels(data, stored, input_names)
+    tflite_flatbuffer.check_integer_kernels(data, stored)
     return data
 
 
-def _kernel_layout(entry):
-    """(codes in the layout fed to the converter, tensor -> Keras kernel)."""
-    if isinstance(entry.layer, keras.layers.Dense):
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How one SLB kernel is fed to the converter and computed."""
+
+    entry: inference_module.SLBKernel
+    integer: bool  # the integer route (else DEQUANTIZE, float arithmetic)
+    codes: np.ndarray  # the codes in the layout fed to the converter
+    to_keras: object  # fed tensor -> Keras kernel layout
+    constant: np.ndarray = None  # integer route, no padding: sum of Q per output channel
+    border: np.ndarray = None  # integer route with padding: Q summed over input channels
+    ones: np.ndarray = None  # with `border`: ones of the input's spatial size, [1, ..., 1]
+
+
+def _plan(entry, arithmetic):
+    layer = entry.layer
+    if isinstance(layer, keras.layers.Dense):
         # Fed as [units, in], the layout of TFLite FULLY_CONNECTED.
-        return entry.codes.T, lambda k: ops.transpose(k)
-    return entry.codes, lambda k: k
+        codes, to_keras = entry.codes.T, lambda k: ops.transpose(k)
+    else:
+        codes, to_keras = entry.codes, lambda k: k
+    reason = integer_route_refusal(entry) if arithmetic != "float" else "float"
+    if reason is not None:
+        if arithmetic == "integer":
+            raise ValueError(
+                f"Invalid arithmetic='integer': SLB layer {entry.source!r} cannot run in "
+                f"integer arithmetic exactly ({reason}); use arithmetic='auto' or 'float'."
+            )
+        return _Plan(entry, False, codes, to_keras)
+    integers = value_sets.integer_values(entry.wbits)[entry.codes].astype(np.float32)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        per_tap = integers.reshape(integers.shape[:2] + (1, -1))  # [h, w, 1, c * multiplier]
+    else:
+        per_tap = integers.sum(axis=-2, keepdims=True)  # [..., 1, out]
+    padded = not isinstance(layer, keras.layers.Dense) and layer.padding != "valid" and any(
+        k > 1 for k in layer.kernel_size
+    )
+    if not padded:
+        constant = per_tap.reshape(-1, per_tap.shape[-1]).sum(axis=0)
+        return _Plan(entry, True, codes, to_keras, constant=constant)
+    ones = np.ones((1,) + tuple(layer.input.shape[1:-1]) + (1,), np.float32)
+    return _Plan(entry, True, codes, to_keras, border=per_tap, ones=ones)
+
+
+def integer_route_refusal(entry):
+    """None if the SLB layer of `entry` can run in integer arithmetic exactly, else why not.
+
+    The integer route needs a sign input (values +-1), int8 codes (wbits <= 7),
+    and a Dense, Conv1D, Conv2D or DepthwiseConv2D layer, channels last, with no
+    groups and (if padded) a static input size.
+    """
+    layer = entry.layer
+    if entry.input_bits != 1:
+        return "its input quantizer is not the sign"
+    if entry.wbits > 7:
+        return "8-bit codes do not fit int8"
+    if type(layer) not in _INTEGER_LAYERS:
+        return f"{type(layer).__name__} has no hybrid integer kernel in LiteRT"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "channels_first"
+    if getattr(layer, "groups", 1) != 1:
+        return "grouped convolution"
+    if not isinstance(layer, keras.layers.Dense):
+        try:
+            shape = layer.input.shape
+        except (AttributeError, ValueError):  # a layer called more than once
+            return "the layer is shared"
+        if any(d is None for d in shape[1:]):
+            return "the input size is not static"
+    return None
+
+
+_INTEGER_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+)
 
 
 # -- the inference model with its SLB kernels as inputs ------------------------------
 
 
-def kernel_input_model(inference, kernels, layouts):
-    """The inference model with each SLB kernel as an extra input.
+def kernel_input_model(inference, plans):
+    """The inference model with each SLB kernel (and border term) as an extra input.
 
     Inputs: "input_<i>" (the model's inputs, any batch size), then
-    "slb_kernel_<j>" for `kernels[j]`, of the shape of `layouts[j][0]` (the
-    codes as fed); `layouts[j][1]` maps the fed tensor to the Keras kernel. Every
-    other layer is the inference model's own (shared weights).
+    "slb_kernel_<j>" for `plans[j]` (its codes as fed) and, for an integer-route
+    layer with padding, "slb_border_<j>" and "slb_ones_<j>". Every other layer is the inference
+    model's own (shared weights).
     """
     images = [
         keras.Input(batch_shape=(None,) + tuple(x.shape[1:]), dtype=x.dtype, name=f"input_{i}")
         for i, x in enumerate(inference.inputs)
     ]
-    fed = [
-        keras.Input(batch_shape=codes.shape, name=f"slb_kernel_{j}")
-        for j, (codes, _) in enumerate(layouts)
-    ]
-    replaced = {
-        id(entry.layer): functools.partial(_apply_kernel, entry.layer, to_keras(kernel))
-        for entry, kernel, (_, to_keras) in zip(kernels, fed, layouts)
-    }
+    fed, replaced = [], {}
+    for j, plan in enumerate(plans):
+        kernel = keras.Input(batch_shape=plan.codes.shape, name=f"slb_kernel_{j}")
+        fed.append(kernel)
+        border = None
+        if plan.border is not None:
+            border = [
+                keras.Input(batch_shape=values.shape, name=f"slb_{part}_{j}")
+                for part, values in (("border", plan.border), ("ones", plan.ones))
+            ]
+            fed.extend(border)
+        apply = _apply_integer if plan.integer else _apply_kernel
+        replaced[id(plan.entry.layer)] = functools.partial(
+            apply, plan.entry.layer, plan.to_keras(kernel), plan, border
+        )
     outputs = _run_graph(inference, images, replaced)
     return keras.Model(images + fed, outputs, name=f"{inference.name}_kernel_inputs")
 
@@ -177,30 +285,63 @@ def _run_graph(model, inputs, replaced):
     return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
-def _apply_kernel(layer, kernel, inputs):
+def _apply_kernel(layer, kernel, plan, border, inputs):
     """What `layer` computes on `inputs`, with `kernel` in place of its own."""
-    kernel = ops.cast(kernel, layer.compute_dtype)
+    return _tail(layer, _linear(layer, ops.cast(kernel, layer.compute_dtype), inputs))
+
+
+def _apply_integer(layer, kernel, plan, border, inputs):
+    """The integer route: `inputs` are signs s = +-1, `kernel` will hold 2 Q.
+
+    With Q = (m - 1) W_h (odd integers) and b = (s + 1) / 2 in {0, 1} (exact
+    under LiteRT's dynamic int8 input quantization), s * Q = 2 (b * Q) - 1 * Q:
+    the linear op of b with 2 Q, an even integer that the hybrid kernel returns
+    within rounding and ROUND makes exact, less the same op of ones (zeros in the
+    padding) with Q: a constant per output channel, or with padding the
+    convolution of a one-channel map of ones with Q summed over the input
+    channels (`border`: [Q summed, ones]). All integers below 2**24: exact in
+    float32. Then times 1/(m - 1) for multi-bit weights, the bias and activation.
+    """
+    bits = ops.multiply(ops.add(inputs, 1.0), 0.5)
+    outputs = ops.round(_linear(layer, kernel, bits))
+    if border is None:
+        correction = plan.constant
+    else:
+        summed, ones = border
+        correction = _linear(layer, summed, ones, depthwise=False)
+    outputs = ops.subtract(outputs, correction)
+    m1 = 2**plan.entry.wbits - 1
+    if m1 > 1:
+        outputs = ops.multiply(outputs, np.float32(1.0 / m1))
+    return _tail(layer, outputs)
+
+
+def _linear(layer, kernel, inputs, depthwise=True):
+    """The layer's convolution or matmul of `inputs` with `kernel`."""
     channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
     if isinstance(layer, keras.layers.Dense):
-        outputs = ops.matmul(inputs, kernel)
-    elif isinstance(layer, keras.layers.DepthwiseConv2D):
-        outputs = ops.depthwise_conv(
+        return ops.matmul(inputs, kernel)
+    if depthwise and isinstance(layer, keras.layers.DepthwiseConv2D):
+        return ops.depthwise_conv(
             inputs, kernel, strides=layer.strides, padding=layer.padding,
             dilation_rate=layer.dilation_rate, data_format=layer.data_format,
         )
-    else:
-        padding = layer.padding
-        if padding == "causal":  # Conv1D: pad the time axis on the left
-            left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
-            pads = [[0, 0], [0, 0], [left, 0]] if channels_first else [[0, 0], [left, 0], [0, 0]]
-            inputs, padding = ops.pad(inputs, pads), "valid"
-        outputs = ops.conv(
-            inputs, kernel, strides=list(layer.strides), padding=padding,
-            dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-        )
+    padding = layer.padding
+    if padding == "causal":  # Conv1D: pad the time axis on the left
+        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+        pads = [[0, 0], [0, 0], [left, 0]] if channels_first else [[0, 0], [left, 0], [0, 0]]
+        inputs, padding = ops.pad(inputs, pads), "valid"
+    return ops.conv(
+        inputs, kernel, strides=list(layer.strides), padding=padding,
+        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
+    )
+
+
+def _tail(layer, outputs):
+    """The layer's bias and activation."""
     if layer.use_bias:
         bias = layer.bias
-        if channels_first:
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
             bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
         outputs = ops.add(outputs, bias)
     if layer.activation is not None:

@@ -35,22 +35,40 @@ _KERNEL_CONSUMERS = (
 _DEQUANTIZE_VERSIONS = {"int8": 2, "int16": 3}
 
 
+# How a kernel input is stored:
+# - "dequantize": integer codes with scale 1/(m - 1), read by DEQUANTIZE into
+#   the convolution, which computes in float32;
+# - "direct": int8 codes read by the convolution itself (hybrid: LiteRT
+#   quantizes the float input per image and accumulates in integers), scale
+#   per output channel (all equal) as the converter's dynamic-range weights;
+# - "float": a float32 constant (the border term of the integer route).
+ROUTES = ("dequantize", "direct", "float")
+# The op versions the converter gives hybrid (float input, int8 per-channel
+# weights) convolutions and matmuls, and the axis of their output channels.
+_HYBRID = {"CONV_2D": (5, 0), "DEPTHWISE_CONV_2D": (6, 3), "FULLY_CONNECTED": (12, 0)}
+
+
 @dataclasses.dataclass(frozen=True)
 class IntegerKernel:
     input_name: str  # the converted function's input that carried the kernel
-    name: str  # name of the dequantized float tensor
-    integers: np.ndarray  # int8 (int16 for 8 bits) (m - 1) * W_h, in the fed layout
-    scale: np.float32  # float32(1 / (m - 1))
+    name: str  # name of the float tensor the consumer reads
+    integers: np.ndarray  # (m - 1) * W_h as int8 (int16 for 8 bits), or float32, fed layout
+    scale: np.float32  # what an integer is worth: float32(1 / (m - 1)), or 2/(m - 1) direct
+    route: str = "dequantize"
 
     @property
     def stored_name(self):
-        """Name of the integer tensor, e.g. "conv/kernel_int8"."""
+        """Name of the stored tensor, e.g. "conv/kernel_int8"."""
         return f"{self.name}_{self.integers.dtype.name}"
 
 
 def _tensor_types():
     schema, _ = _schema()
-    return {"int8": schema.TensorType.INT8, "int16": schema.TensorType.INT16}
+    return {
+        "int8": schema.TensorType.INT8,
+        "int16": schema.TensorType.INT16,
+        "float32": schema.TensorType.FLOAT32,
+    }
 
 
 def _schema():
@@ -100,7 +118,10 @@ def insert_integer_kernels(data, kernels, input_names):
         re.sub(r"^serving_default_|:\d+$", "", graph.tensors[i].name.decode()): int(i)
         for i in graph.inputs
     }
-    version = max([_DEQUANTIZE_VERSIONS[k.integers.dtype.name] for k in kernels], default=2)
+    version = max(
+        [_DEQUANTIZE_VERSIONS[k.integers.dtype.name] for k in kernels if k.route == "dequantize"],
+        default=2,
+    )
     dequantize = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE, version)
     added, removed = [], set()
     for kernel in kernels:
@@ -134,8 +155,10 @@ def insert_integer_kernels(data, kernels, input_names):
         added.append(op)
     graph.operators = added + list(graph.operators)
     graph.inputs = np.array([i for i in graph.inputs if int(i) not in removed], np.int32)
-    for op in added:
+    for op, kernel in zip(added, kernels):
         _fold_layout_ops(model, graph, op)
+        if kernel.route != "dequantize":
+            _read_directly(model, graph, op, kernel)
     for name, index in zip(input_names, graph.inputs):
         graph.tensors[index].name = name.encode()
     signature = schema.SignatureDefT()
@@ -145,6 +168,30 @@ def insert_integer_kernels(data, kernels, input_names):
     signature.outputs = [_tensor_map(f"output_{k}", i) for k, i in enumerate(graph.outputs)]
     model.signatureDefs = [signature]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _read_directly(model, graph, dequantize, kernel):
+    """Removes `dequantize`: its consumers read the stored tensor itself."""
+    stored, out = int(dequantize.inputs[0]), int(dequantize.outputs[0])
+    tensor = graph.tensors[stored]
+    for op in graph.operators:
+        if out in op.inputs:
+            op.inputs = np.where(op.inputs == out, stored, op.inputs).astype(np.int32)
+            if kernel.route == "direct":
+                name = op_name(model, op)
+                version, axis = _HYBRID.get(name, (None, None))
+                if version is None:
+                    continue  # the read-back check refuses it
+                tensor.quantization.scale = [float(kernel.scale)] * int(tensor.shape[axis])
+                tensor.quantization.zeroPoint = [0] * int(tensor.shape[axis])
+                tensor.quantization.quantizedDimension = axis
+                code = model.operatorCodes[op.opcodeIndex]
+                code.version = max(code.version, version)
+                if name == "FULLY_CONNECTED":
+                    op.builtinOptions.asymmetricQuantizeInputs = True
+    if kernel.route == "float":
+        tensor.quantization = None
+    graph.operators.remove(dequantize)
 
 
 def _tensor_map(name, index):
@@ -197,38 +244,58 @@ def _stored_integers(model, tensor):
 
 
 def check_integer_kernels(data, kernels):
-    """Reads the edited flatbuffer back: each SLB kernel integer, exact, used.
+    """Reads the edited flatbuffer back: each SLB kernel exact and used as intended.
 
-    The stored integers times the stored scale (what DEQUANTIZE computes) must be
-    the kernel's values W_h, bit for bit (as a multiset: the layout changed), and
-    DEQUANTIZE must feed a convolution or matmul.
+    The stored values times the stored scale (what DEQUANTIZE, or the hybrid
+    convolution, computes) must be the kernel's, bit for bit (as a multiset: the
+    layout changed); a "dequantize" kernel must be read by DEQUANTIZE into
+    convolutions or matmuls, a "direct" one by such an op itself with a float32
+    input (the hybrid kernel), a "float" one by a convolution.
     """
-    schema, flatbuffer_utils = _schema()
+    _, flatbuffer_utils = _schema()
     model = flatbuffer_utils.convert_bytearray_to_object(data)
     graph = model.subgraphs[0]
     by_name = {tensor.name.decode(): i for i, tensor in enumerate(graph.tensors)}
     for kernel in kernels:
         index = by_name.get(kernel.stored_name)
         tensor = graph.tensors[index] if index is not None else None
-        ok = (
-            tensor is not None
-            and tensor.type == _tensor_types()[kernel.integers.dtype.name]
-            and list(tensor.quantization.zeroPoint) == [0]
-            and len(tensor.quantization.scale) == 1
-        )
+        ok = tensor is not None and tensor.type == _tensor_types()[kernel.integers.dtype.name]
+        if ok and kernel.route == "float":
+            ok = tensor.quantization is None or tensor.quantization.scale is None
+            scales = [np.float32(1.0)]
+        elif ok:
+            scales = np.float32(tensor.quantization.scale)
+            ok = (
+                len(set(scales.tolist())) == 1
+                and not np.any(tensor.quantization.zeroPoint)
+                and (len(scales) == 1) == (kernel.route == "dequantize")
+            )
         if ok:
-            scale = np.float32(tensor.quantization.scale[0])
-            dequantized = _stored_integers(model, tensor).astype(np.float32) * scale
-            expected = kernel.integers.ravel().astype(np.float32) * kernel.scale
-            ok = np.array_equal(np.sort(dequantized), np.sort(expected))
+            values = _stored_integers(model, tensor).astype(np.float32) * scales[0]
+            expected = kernel.integers.ravel().astype(np.float32) * np.float32(kernel.scale)
+            ok = np.array_equal(np.sort(values), np.sort(expected))
             readers = [op for op in graph.operators if index in op.inputs]
-            ok = ok and len(readers) == 1 and op_name(model, readers[0]) == "DEQUANTIZE"
-            if ok:
-                out = int(readers[0].outputs[0])
-                users = [op_name(model, op) for op in graph.operators if out in op.inputs]
-                ok = bool(users) and all(user in _KERNEL_CONSUMERS for user in users)
+            ok = ok and bool(readers) and _read_as_intended(model, graph, readers, kernel)
         if not ok:
             raise RuntimeError(
-                f"The TFLite model does not hold {kernel.name!r} as exact integer codes "
-                "read by DEQUANTIZE into a convolution or matmul; nothing was written."
+                f"The TFLite model does not hold {kernel.name!r} as exact values read "
+                f"the {kernel.route!r} way into a convolution or matmul; nothing was written."
             )
+
+
+def _read_as_intended(model, graph, readers, kernel):
+    names = [op_name(model, op) for op in readers]
+    if kernel.route == "dequantize":
+        if names != ["DEQUANTIZE"]:
+            return False
+        out = int(readers[0].outputs[0])
+        users = [op_name(model, op) for op in graph.operators if out in op.inputs]
+        return bool(users) and all(user in _KERNEL_CONSUMERS for user in users)
+    if kernel.route == "float":
+        # The map of ones may be padded first (causal Conv1D).
+        return all(name in ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD") for name in names)
+    float32 = _tensor_types()["float32"]
+    return all(
+        name in _HYBRID and graph.tensors[int(op.inputs[0])].type == float32
+        for name, op in zip(names, readers)
+    )

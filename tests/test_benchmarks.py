@@ -77,13 +77,20 @@ def test_accuracy_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_export_size_end_to_end(tmp_path):
     report = _report(
-        "export_size", ["--model=resnet20", "--image_size=8", "--wbits=1,4", "--runs=2"], tmp_path
+        "export_size", ["--model=vgg_small", "--image_size=8", "--images=16", "--runs=3"], tmp_path
     )
-    w1, w4 = report["rows"]["W1"], report["rows"]["W4"]
-    # int8 kernels: the TFLite file does not depend on the width; b-bit codes do.
-    assert w1["slb_tflite_bytes"] == w4["slb_tflite_bytes"] < report["float_tflite_bytes"]
-    assert w1["ideal_packed_bytes"] <= w1["packed_bytes"] < w4["packed_bytes"]
-    assert w4["packed_bytes"] < w4["slb_tflite_bytes"]
+    configs = report["configs"]
+    assert {"float", "dequantize", "integer", "packed"} <= set(configs)
+    for name in ("float", "dequantize", "integer"):
+        row = configs[name]
+        assert row["median_s"] > 0 and row["iqr_s"] >= 0 and 0.0 <= row["top1_agreement"] <= 1.0
+    assert configs["float"]["ratio_to_float"] == 1.0
+    # Both SLB routes hold int8 kernels and compute the same integers (W1A1).
+    assert report["integer_vs_dequantize_max_abs_diff"] == 0.0
+    assert configs["integer"]["samples_over_tolerance"] == 0
+    assert configs["packed"]["bytes"] < configs["dequantize"]["bytes"] < configs["float"]["bytes"]
+    # LCE when installed (1 bit per binary weight), else the reason it did not run.
+    assert configs.get("lce", {}).get("bytes", 0) < configs["packed"]["bytes"] or "lce" in report
 
 
 def test_soft_kernel_end_to_end(tmp_path):

@@ -218,7 +218,20 @@ def tflite_layout(layer, kernel):
     return np.transpose(kernel, (3, 0, 1, 2))  # CONV_2D: OHWI
 
 
-def assert_exact_int8_kernels(model, path):
+def integer_route(layer, arithmetic="auto"):
+    """Whether export_tflite(arithmetic=...) runs this SLB layer on its integer route."""
+    quantizer = layer.input_quantizer
+    sign = isinstance(quantizer, slb_keras.ActivationQuantizer) and quantizer.bits == 1
+    return arithmetic != "float" and sign and layer.wbits <= 7
+
+
+def assert_exact_int8_kernels(model, path, arithmetic="auto"):
+    """Each SLB kernel is stored as its integers (m - 1) W_h, read the expected way.
+
+    Float route: per-tensor scale 1/(m - 1) (DEQUANTIZE gives W_h bit for bit).
+    Integer route: int8 read by the hybrid op itself, scale 2 per output channel
+    (it convolves b = (s + 1) / 2 with 2 (m - 1) W_h).
+    """
     tensors = int8_tensors(path)
     layers = slb_keras.slb_layers(model)
     assert layers
@@ -228,11 +241,17 @@ def assert_exact_int8_kernels(model, path):
         values, scales, zero_points = tensors[f"{layer.name}/kernel_{dtype.__name__}"]
         hard = tflite_layout(layer, layer.hard_kernel().numpy())
         assert values.dtype == dtype
-        np.testing.assert_array_equal(scales, [np.float32(1.0 / m1)])
-        np.testing.assert_array_equal(zero_points, [0])
-        # The stored integers are (m-1) W_h, and dequantize to W_h bit for bit.
+        # The stored integers are (m-1) W_h.
         np.testing.assert_array_equal(values, np.rint(hard * m1).astype(dtype))
-        np.testing.assert_array_equal(values.astype(np.float32) * scales[0].astype(np.float32), hard)
+        if integer_route(layer, arithmetic):
+            channels = values.shape[-1 if isinstance(layer, keras.layers.DepthwiseConv2D) else 0]
+            np.testing.assert_array_equal(scales, np.full(channels, 2.0, np.float32))
+            np.testing.assert_array_equal(zero_points, np.zeros(channels))
+        else:
+            np.testing.assert_array_equal(scales, [np.float32(1.0 / m1)])
+            np.testing.assert_array_equal(zero_points, [0])
+            # ... and dequantize to W_h bit for bit.
+            np.testing.assert_array_equal(values.astype(np.float32) * scales[0].astype(np.float32), hard)
 
 
 def flatbuffer_ops(path):
@@ -385,9 +404,11 @@ def test_tflite_conv_model_is_exact(wbits, abits, digits, tmp_path):
     assert_tflite_matches(model, report.path, digits)
     assert_exact_int8_kernels(model, report.path)
     graph_model, names = flatbuffer_ops(report.path)
-    # Each SLB kernel is read by DEQUANTIZE straight into its convolution/matmul:
-    # the layout ops the converter added were applied to the int8 codes.
-    assert names.count("DEQUANTIZE") == len(slb_keras.slb_layers(model))
+    # Each float-route SLB kernel is read by DEQUANTIZE straight into its
+    # convolution/matmul, each integer-route one by the op itself: the layout ops
+    # the converter added were applied to the int8 codes.
+    layers = slb_keras.slb_layers(model)
+    assert names.count("DEQUANTIZE") == sum(not integer_route(layer) for layer in layers)
     assert "TRANSPOSE" not in names and "BATCH_MATMUL" not in names
 
 
