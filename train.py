@@ -26,6 +26,10 @@ flags.DEFINE_enum(
     "Block type: vgg_small conv; resnet20 convprelubn | standard; resnet18 bireal | standard "
     "(default: the authors' network, the first of each).",
 )
+flags.DEFINE_enum(
+    "logits_init", "random", ["random", "quadratic"],
+    "SLB logits at start: random normal (the authors') or quadratic around a random float weight.",
+)
 flags.DEFINE_bool("ste_clip", None, "--method=ste: clip latent weights to [-1, 1] (default: at 1 bit).")
 flags.DEFINE_string(
     "dataset", None,

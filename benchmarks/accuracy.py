@@ -50,6 +50,7 @@ VARIANTS = {
     "slb_tau5000": ("slb", {"temperature_end": 5000.0}),
     "slb_end40": ("slb", {"temperature_end_fraction": 0.4}),
     "slb_hard": ("slb", {"hard_epochs": 1}),
+    "slb_quadratic": ("slb", {"logits_init": "quadratic"}),
 }
 
 

@@ -8,7 +8,7 @@
 
 Every builder is keyword-only and takes `method` ("slb" | "ste" | "fp"), `wbits`,
 `abits`, `input_shape`, `num_classes`, `width_multiplier`, `activation_quantizer`,
-`block` (the default is the authors' network), `sbn`, `sync_bn`, `ste_clip` and `name`; the first
+`block` (the default is the authors' network), `sbn`, `sync_bn`, `ste_clip`, `logits_init` and `name`; the first
 conv and the classifier are always full precision.
 
 Example:

@@ -25,11 +25,13 @@ import keras
 
 import slb_keras
 from slb_keras import ste
+from slb_keras import initializers
 from slb_keras import quantizers
 from slb_keras import value_sets
 
 METHODS = ("slb", "ste", "fp")
 ACTIVATION_QUANTIZERS = ("dorefa", "pact")
+LOGITS_INITS = ("random", "quadratic")
 BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate, as in the authors' code
 BN_EPSILON = 1e-5
 # PACT's learned clip starts at 3 (the PACT paper's 10 suits unnormalized inputs): the
@@ -66,6 +68,8 @@ class Method:
             distributed step computes what one device computes on the global batch.
         ste_clip: for "ste", clip the latent float weights to [-1, 1] after every
             step (`slb_keras.ClipWeights`, binary STE practice).
+        logits_init: for "slb", "random" (random normal logits, the authors') or
+            "quadratic" (`slb_keras.initializers.QuadraticLogits`).
 
     Example:
 
@@ -81,6 +85,7 @@ class Method:
     sbn: bool = True
     sync_bn: bool = False
     ste_clip: bool = False
+    logits_init: str = "random"
 
     def __post_init__(self):
         validate_method(self.method)
@@ -91,6 +96,7 @@ class Method:
                 f"Invalid activation_quantizer={self.activation_quantizer!r}: expected one "
                 f"of {', '.join(ACTIVATION_QUANTIZERS)}."
             )
+        validate_choice("logits_init", self.logits_init, LOGITS_INITS)
         for name in ("sbn", "sync_bn", "ste_clip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
@@ -132,7 +138,7 @@ class Method:
             return keras.layers.Conv2D(kernel_initializer="he_normal", **kwargs)
         common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), **kwargs)
         if self.method == "slb":
-            return slb_keras.SLBConv2D(**common)
+            return slb_keras.SLBConv2D(logits_initializer=self._logits_initializer(), **common)
         return ste.STEConv2D(kernel_initializer="he_normal", kernel_constraint=self._ste_constraint(), **common)
 
     def dense(self, units, *, name, quantized=True, **kwargs):
@@ -141,8 +147,11 @@ class Method:
             return keras.layers.Dense(units, name=name, **kwargs)
         common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), name=name)
         if self.method == "slb":
-            return slb_keras.SLBDense(units, **common, **kwargs)
+            return slb_keras.SLBDense(units, logits_initializer=self._logits_initializer(), **common, **kwargs)
         return ste.STEDense(units, kernel_constraint=self._ste_constraint(), **common, **kwargs)
+
+    def _logits_initializer(self):
+        return initializers.QuadraticLogits() if self.logits_init == "quadratic" else "random_normal"
 
     def _ste_constraint(self):
         return ste.ClipWeights(1.0) if self.ste_clip else None

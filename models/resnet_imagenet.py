@@ -61,6 +61,7 @@ def resnet18(
     sbn=True,
     sync_bn=False,
     ste_clip=False,
+    logits_init="random",
     name="resnet18",
 ):
     """Builds the ImageNet ResNet-18 as a Keras functional model (logits output).
@@ -80,6 +81,7 @@ def resnet18(
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
         ste_clip: for method "ste", clip the latent weights to [-1, 1].
+        logits_init: for method "slb", "random" (default) or "quadratic".
         name: model name.
 
     Returns:
@@ -107,6 +109,7 @@ def resnet18(
         sbn=sbn,
         sync_bn=sync_bn,
         ste_clip=ste_clip,
+        logits_init=logits_init,
     )
     method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=32)

@@ -29,6 +29,7 @@ def vgg_small(
     sbn=True,
     sync_bn=False,
     ste_clip=False,
+    logits_init="random",
     name="vgg_small",
 ):
     """Builds VGG-Small as a Keras functional model (logits output).
@@ -47,6 +48,7 @@ def vgg_small(
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
         ste_clip: for method "ste", clip the latent weights to [-1, 1].
+        logits_init: for method "slb", "random" (default) or "quadratic".
         name: model name.
 
     Returns:
@@ -72,6 +74,7 @@ def vgg_small(
         sbn=sbn,
         sync_bn=sync_bn,
         ste_clip=ste_clip,
+        logits_init=logits_init,
     )
     method_lib.validate_choice("block", block, BLOCKS)
     input_shape = method_lib.validate_input_shape(input_shape, min_size=8)

@@ -75,6 +75,7 @@ class Config:
     activation_quantizer: str = None
     block: str = None
     ste_clip: bool = None
+    logits_init: str = "random"
     temperature_start: float = None
     temperature_end: float = None
     temperature_speed: float = None
@@ -227,6 +228,8 @@ def resolve(config):
         value = getattr(config, name)
         if not (_is_number(value) and value > 0):
             raise invalid_flag(name, value, "a finite number > 0")
+    if config.logits_init not in method_lib.LOGITS_INITS:
+        raise invalid_flag("logits_init", config.logits_init, "one of " + ", ".join(method_lib.LOGITS_INITS))
     if config.weight_decay_mode not in WEIGHT_DECAY_MODES:
         raise invalid_flag("weight_decay_mode", config.weight_decay_mode, "one of " + ", ".join(WEIGHT_DECAY_MODES))
     if not (_is_number(config.weight_decay) and config.weight_decay >= 0):

@@ -131,6 +131,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             sbn=config.sbn,
             sync_bn=config.sync_bn,
             ste_clip=config.method == "ste" and config.ste_clip,
+            logits_init=config.logits_init,
         )
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
