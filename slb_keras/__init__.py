@@ -14,9 +14,9 @@ Example:
 
 from importlib import metadata as _metadata
 
+from slb_keras.calibration import calibrate_bn
 from slb_keras.callbacks import BNCalibration
 from slb_keras.callbacks import SLBMetrics
-from slb_keras.callbacks import calibrate_bn
 from slb_keras.layers import SLBConv1D
 from slb_keras.layers import SLBConv2D
 from slb_keras.layers import SLBDense
@@ -27,7 +27,7 @@ from slb_keras.layers import slb_layers
 from slb_keras.normalization import StateBatchNormalization
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
-from slb_keras.quantize import quantize_model
+from slb_keras.conversion import quantize_model
 from slb_keras.ste import ClipWeights
 from slb_keras.ste import STEConv2D
 from slb_keras.ste import STEDense

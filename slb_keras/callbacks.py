@@ -1,223 +1,23 @@
 """Callbacks that turn the soft SLB search into a deployable hard network.
 
-- `calibrate_bn` / `BNCalibration`: set the hard-state statistics of every
-  `StateBatchNormalization` layer from forward passes with hard weights
-  (SLB_SPEC section 3), before validation, so `val_*` metrics describe the
-  deployable network.
+- `BNCalibration`: runs `slb_keras.calibrate_bn` during `fit`, before
+  validation, so `val_*` metrics describe the deployable network.
 - `SLBMetrics`: how discrete the search has become (max-probability, entropy,
   flip rate, soft-vs-hard output gap), in `logs` and TensorBoard.
-- `soft_and_hard_outputs`: the model's outputs in the soft and in the hard
-  state, both in inference mode.
+
+The calibration engine itself is `slb_keras.calibration`.
 """
 
-import contextlib
-import numbers
 import os
-import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
+import tensorflow as tf  # tf.data inputs and TensorBoard's summary writer
 
+from slb_keras import calibration
+from slb_keras import checks
 from slb_keras import layers as slb_layers_lib
-from slb_keras import normalization
 from slb_keras import ops as slb_ops
-
-STATES = ("hard", "soft")
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if not _is_int(value) or value <= 0:
-        allowed = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"Invalid {name}={value!r}: expected {allowed}.")
-    return int(value)
-
-
-# -- BN calibration ---------------------------------------------------------------
-
-
-def state_bn_layers(model):
-    """All `StateBatchNormalization` layers of `model`, nested models included.
-
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.StateBatchNormalization()])
-    >>> len(state_bn_layers(model))
-    1
-    """
-    if not isinstance(model, keras.layers.Layer):
-        raise ValueError(f"Invalid model={model!r}: expected a Keras model or layer.")
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, normalization.StateBatchNormalization)
-    ]
-
-
-def _merge(accumulated, count, mean, m2):
-    """Chan et al.'s exact merge of (count, mean, centred sum of squares), float64."""
-    count, mean, m2 = (np.asarray(v, np.float64) for v in (count, mean, m2))
-    if accumulated is None:
-        return count, mean, m2
-    count_a, mean_a, m2_a = accumulated
-    total = count_a + count
-    share = np.divide(count, total, out=np.zeros_like(total), where=total > 0)
-    delta = mean - mean_a
-    return total, mean_a + delta * share, m2_a + m2 + delta * delta * count_a * share
-
-
-class _Calibrator:
-    """A traced calibration step for one model, reused across calls."""
-
-    def __init__(self, model, state="hard"):
-        if state not in STATES:
-            raise ValueError(f"Invalid state={state!r}: expected one of {STATES}.")
-        self.state = state
-        self.model = model
-        self.layers = state_bn_layers(model)
-        if not self.layers:
-            raise ValueError(
-                "calibrate_bn: the model has no slb_keras.StateBatchNormalization "
-                "layers to calibrate."
-            )
-        unbuilt = [layer.name for layer in self.layers if not layer.built]
-        if unbuilt:
-            raise ValueError(f"calibrate_bn: build the model first (unbuilt: {unbuilt}).")
-        self.strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-        self._step = tf.function(self._distributed_step, reduce_retracing=True)
-
-    def _replica_step(self, batch):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        records = normalization._records()
-        records.clear()
-        self.model(x, training=False)  # SLB layers: hard weights
-        result = [records.pop(id(layer), []) for layer in self.layers]
-        records.clear()
-        return result
-
-    def _distributed_step(self, batch):
-        per_replica = self.strategy.run(self._replica_step, args=(batch,))
-        # Statistics are all-reduced inside the layers: every replica holds
-        # those of the whole global batch, so the first one is enough.
-        return self.strategy.experimental_local_results(per_replica)[0]
-
-    def __call__(self, dataset, steps):
-        if not isinstance(dataset, tf.data.Dataset):
-            raise ValueError(
-                f"Invalid dataset={dataset!r}: expected a tf.data.Dataset of batches "
-                "(x, or (x, y), or (x, y, sample_weight))."
-            )
-        steps = _check_positive_int("steps", steps, allow_none=True)
-        if steps is None:
-            if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
-                raise ValueError(
-                    "calibrate_bn: the dataset is infinite: pass steps=... (a positive int)."
-                )
-        else:
-            dataset = dataset.take(steps)
-        accumulated = [None] * len(self.layers)
-        batches = 0
-        force = _capture_and_force(self.model, force_soft=True) if self.state == "soft" else None
-        with normalization._calibrating(self.layers), force or contextlib.nullcontext():
-            for batch in self.strategy.experimental_distribute_dataset(dataset):
-                for index, calls in enumerate(self._step(batch)):
-                    for count, mean, m2 in calls:
-                        accumulated[index] = _merge(
-                            accumulated[index], count.numpy(), mean.numpy(), m2.numpy()
-                        )
-                batches += 1
-        if batches == 0:
-            raise ValueError("calibrate_bn: the dataset is empty (it yielded no batch).")
-        if steps is not None and batches < steps:
-            warnings.warn(
-                f"calibrate_bn: the dataset ran out after {batches} of steps={steps} batches.",
-                stacklevel=3,
-            )
-        for layer, stats in zip(self.layers, accumulated):
-            if stats is None or not np.all(stats[0] > 0):
-                raise ValueError(
-                    f"calibrate_bn: layer {layer.name!r} saw no input in the forward "
-                    "pass (is it on the model's path?)."
-                )
-        for layer, (count, mean, m2) in zip(self.layers, accumulated):
-            mean, variance = mean.astype(np.float32), (m2 / count).astype(np.float32)
-            if self.state == "soft":
-                layer.moving_mean.assign(mean)
-                layer.moving_variance.assign(variance)
-            else:
-                layer.hard_moving_mean.assign(mean)
-                layer.hard_moving_variance.assign(variance)
-                layer.calibrated.assign(1.0)
-        return batches
-
-
-def calibrate_bn(model, dataset, steps=None, state="hard"):
-    """Sets the hard statistics of every StateBatchNormalization layer of `model`.
-
-    Runs `model(x, training=False)` (hard SLB weights, dropout off) over
-    `steps` batches of `dataset`, with every `StateBatchNormalization` layer
-    in calibration mode: it normalizes each batch with that batch's own
-    statistics (as in training, so the layers after it see activations on the
-    scale they were trained on; reduced over all replicas, so every replica
-    uses the statistics of the whole global batch and the result does not
-    depend on the number of devices) and records them. Nothing else changes:
-    no gradient step, no trainable weight, no soft (`moving_*`) statistic.
-
-    The hard statistics become the exact (cumulative, not exponential)
-    population statistics of each layer's inputs over all calibration
-    batches: `hard_moving_mean` is their mean and `hard_moving_variance`
-    their pooled (biased, divide-by-N) variance, i.e. the variance of all
-    N = sum of batch sizes inputs taken together, which equals the mean of
-    the per-batch variances plus the variance of the per-batch means. Pooled,
-    not the mean of per-batch variances, because inference normalizes single
-    inputs drawn from the whole data distribution (the deployed network has
-    no batch), and because it does not depend on how the data is split into
-    batches or replicas. It is computed stably: each batch gives (count,
-    mean, centred sum of squares) in float32, merged exactly in float64 with
-    Chan et al.'s parallel formula. Then `calibrated` is set to 1.
-
-    `state="soft"` does the same with the soft kernels (current tau) and
-    writes the result into the soft statistics `moving_mean` /
-    `moving_variance` instead (`calibrated` unchanged): exact statistics for
-    evaluating the soft network (`soft_and_hard_outputs`), whose moving
-    averages lag behind when tau or the weights change fast.
-
-    Args:
-        model: a built Keras model with `StateBatchNormalization` layers; if
-            built under a `tf.distribute` strategy, the batches are
-            distributed over its replicas.
-        dataset: a `tf.data.Dataset` of batches `x`, `(x, y)` or
-            `(x, y, sample_weight)` (labels are ignored).
-        steps: number of batches, a positive int; None runs through the
-            (finite) dataset once.
-        state: "hard" (default) or "soft", the state to calibrate.
-
-    Returns:
-        The number of batches used.
-
-    Raises:
-        ValueError: for `steps` <= 0, an empty or infinite (with
-            steps=None) dataset, an unknown `state`, or a model without
-            state BN layers.
-
-    Example:
-
-    >>> model = keras.Sequential([
-    ...     keras.Input((4,)), slb_keras.SLBDense(3, wbits=1),
-    ...     slb_keras.StateBatchNormalization()])
-    >>> data = tf.data.Dataset.from_tensor_slices(np.random.rand(20, 4).astype("float32"))
-    >>> calibrate_bn(model, data.batch(5), steps=4)
-    4
-    >>> float(model.layers[1].calibrated.numpy())
-    1.0
-    """
-    return _Calibrator(model, state)(dataset, steps)
 
 
 class BNCalibration(keras.callbacks.Callback):
@@ -236,9 +36,9 @@ class BNCalibration(keras.callbacks.Callback):
 
     Args:
         dataset: a `tf.data.Dataset` of training batches (see `calibrate_bn`).
-        steps: batches per calibration, a positive int (SLB_SPEC: about the
+        steps: batches per calibration, an int >= 1 (SLB_SPEC: about the
             size of the validation set), or None for the whole dataset.
-        every_n_epochs: calibrate after every n-th epoch, a positive int.
+        every_n_epochs: calibrate after every n-th epoch, an int >= 1.
 
     Raises:
         ValueError: for `steps` or `every_n_epochs` <= 0, or a dataset that
@@ -265,8 +65,8 @@ class BNCalibration(keras.callbacks.Callback):
                 f"Invalid dataset={dataset!r}: expected a tf.data.Dataset of batches."
             )
         self.dataset = dataset
-        self.steps = _check_positive_int("steps", steps, allow_none=True)
-        self.every_n_epochs = _check_positive_int("every_n_epochs", every_n_epochs)
+        self.steps = checks.check_int("steps", steps, allow_none=True)
+        self.every_n_epochs = checks.check_int("every_n_epochs", every_n_epochs)
         self._calibrator = None
         self._due = False
         self._in_fit = False
@@ -275,7 +75,7 @@ class BNCalibration(keras.callbacks.Callback):
     def calibrate(self):
         """Runs the calibration now; returns the number of batches used."""
         if self._calibrator is None or self._calibrator.model is not self.model:
-            self._calibrator = _Calibrator(self.model)
+            self._calibrator = calibration.Calibrator(self.model)
         batches = self._calibrator(self.dataset, self.steps)
         self._calibrated_at = self._iterations()
         self._due = False
@@ -306,73 +106,6 @@ class BNCalibration(keras.callbacks.Callback):
         self._in_fit = False
         if self._calibrated_at is None or self._calibrated_at != self._iterations():
             self.calibrate()
-
-
-# -- soft vs hard ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _capture_and_force(model, force_soft):
-    """Captures each SLB layer's first input; optionally forces soft kernels.
-
-    Eager-only: it overrides `call` on the layer instances and restores it.
-    """
-    captured = {}
-    layers = slb_layers_lib.slb_layers(model)
-    for layer in layers:
-        original = layer.call
-
-        def hook(inputs, training=None, _layer=layer, _original=original):
-            captured.setdefault(id(_layer), inputs)
-            return _original(inputs, training=True if force_soft else training)
-
-        layer.call = hook
-    try:
-        yield captured
-    finally:
-        for layer in layers:
-            del layer.call
-
-
-def soft_and_hard_outputs(model, x):
-    """The model's outputs on `x` in the soft and in the hard state.
-
-    Both run in inference mode (dropout off, no statistic updated):
-
-    - soft: soft SLB kernels sum_k P_k v_k with the current tau, and the soft
-      (`moving_*`) statistics of the state BN layers;
-    - hard: hard kernels v[argmax A] and the hard statistics once calibrated
-      (what `model(x, training=False)` and the exported model compute).
-
-    Runs eagerly (it briefly overrides the SLB layers' `call`).
-
-    Args:
-        model: a built Keras model with SLB layers.
-        x: a batch of inputs.
-
-    Returns:
-        `(soft_outputs, hard_outputs)` as NumPy arrays.
-
-    Example:
-
-    >>> keras.utils.set_random_seed(0)
-    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
-    >>> soft, hard = soft_and_hard_outputs(model, np.ones((3, 4), "float32"))
-    >>> soft.shape, bool(np.abs(soft).max() < np.abs(hard).max())
-    ((3, 2), True)
-    """
-    hard = keras.ops.convert_to_numpy(model(x, training=False))
-    bns = state_bn_layers(model)
-    flags = [layer.calibrated.numpy() for layer in bns]
-    try:
-        for layer in bns:
-            layer.calibrated.assign(0.0)
-        with _capture_and_force(model, force_soft=True):
-            soft = keras.ops.convert_to_numpy(model(x, training=False))
-    finally:
-        for layer, flag in zip(bns, flags):
-            layer.calibrated.assign(flag)
-    return soft, hard
 
 
 def _channel_decorrelation(soft, hard, channel_axis):
@@ -427,8 +160,9 @@ class SLBMetrics(keras.callbacks.Callback):
     `slb/<layer>/<metric>` when `per_layer_logs` (off by default: with many
     layers they flood the progress bar). With `log_dir`, all of them are
     written as TensorBoard scalars (run `log_dir/slb`, step = epoch), and
-    every `histogram_freq` epochs a histogram of each layer's max_k P_k, to
-    watch the distribution become sharper during training.
+    every `histogram_freq` epochs a histogram of each layer's max_k P_k
+    (tag `slb/<layer>/max_prob_hist`: a tag of its own, so TensorBoard lists
+    it under histograms), to watch the distribution become sharper.
 
     Args:
         x: a fixed batch of inputs for the output gaps (array, tensor, or a
@@ -452,10 +186,7 @@ class SLBMetrics(keras.callbacks.Callback):
 
     def __init__(self, x=None, log_dir=None, per_layer_logs=False, histogram_freq=1):
         super().__init__()
-        if not _is_int(histogram_freq) or histogram_freq < 0:
-            raise ValueError(
-                f"Invalid histogram_freq={histogram_freq!r}: expected an int >= 0."
-            )
+        histogram_freq = checks.check_int("histogram_freq", histogram_freq, low=0)
         if isinstance(x, tf.data.Dataset):
             first = next(iter(x.take(1)), None)
             if first is None:
@@ -473,7 +204,7 @@ class SLBMetrics(keras.callbacks.Callback):
         if not layers:
             raise ValueError("SLBMetrics: the model has no SLB layers.")
         for layer in layers:
-            self._codes.setdefault(id(layer), slb_ops.hard_codes(layer.kernel_logits).numpy())
+            self._codes.setdefault(id(layer), keras.ops.convert_to_numpy(layer.kernel_codes()))
         if self.log_dir is not None and self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "slb"))
 
@@ -495,7 +226,7 @@ class SLBMetrics(keras.callbacks.Callback):
                 keras.ops.max(slb_ops.probabilities(logits, tau), axis=-1)
             ).ravel()
             entropy = keras.ops.convert_to_numpy(slb_ops.entropy(logits, tau)).ravel()
-            codes = slb_ops.hard_codes(logits).numpy()
+            codes = keras.ops.convert_to_numpy(layer.kernel_codes())
             previous = self._codes.get(id(layer), codes)
             flips = float(np.mean(codes != previous))
             self._codes[id(layer)] = codes
@@ -511,12 +242,12 @@ class SLBMetrics(keras.callbacks.Callback):
             max_probs[layer.name] = p_max
         overall = {name: total / max(size, 1) for name, total in totals.items()}
         if self.x is not None:
-            with _capture_and_force(self.model, force_soft=False) as inputs:
+            with slb_layers_lib.record_inputs(self.model) as inputs:
                 self.model(self.x, training=False)
             for layer in layers:
-                if id(layer) in inputs:
-                    soft = layer(inputs[id(layer)], training=True)
-                    hard = layer(inputs[id(layer)], training=False)
+                if layer.name in inputs:
+                    soft = layer(inputs[layer.name], training=True)
+                    hard = layer(inputs[layer.name], training=False)
                     per_layer[layer.name]["output_gap"] = _channel_decorrelation(
                         soft, hard, _channel_axis(layer)
                     )
@@ -541,7 +272,7 @@ class SLBMetrics(keras.callbacks.Callback):
                     tf.summary.scalar(f"slb/{layer_name}/{name}", value)
             if self.histogram_freq and epoch % self.histogram_freq == 0:
                 for layer_name, p_max in max_probs.items():
-                    tf.summary.histogram(f"slb/{layer_name}/max_prob", p_max)
+                    tf.summary.histogram(f"slb/{layer_name}/max_prob_hist", p_max)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

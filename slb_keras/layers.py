@@ -185,11 +185,11 @@ class SLBLayerMixin:
     # -- the forward pass ----------------------------------------------------------
 
     def call(self, inputs, training=None):
+        if self._input_record is not None and self._input_record.value is None:
+            self._input_record.value = inputs  # see record_inputs
         if self.input_quantizer is not None:
             # The quantizer has its own dtype policy: bring its output back.
             inputs = ops.cast(self.input_quantizer(inputs), self.compute_dtype)
-        if self._input_record is not None and self._input_record.value is None:
-            self._input_record.value = inputs  # see record_inputs
         soft = training or self.inference_kernel == "soft"
         kernel = self.soft_kernel() if soft else self.hard_kernel()
         outputs = self.apply_kernel(inputs, ops.cast(kernel, self.compute_dtype))
@@ -619,9 +619,9 @@ def record_inputs(model):
     """Records the first input each SLB layer of `model` receives in the block.
 
     Yields a dict, filled when the block exits: layer name -> the first input
-    the layer received in an eager call inside the block, after its
-    `input_quantizer` (the tensor its kernel is applied to). Layers not
-    called are absent.
+    the layer received in an eager call inside the block (before its
+    `input_quantizer`: calling the layer on it repeats that call). Layers
+    not called are absent.
 
     Example:
 

@@ -7,7 +7,10 @@ needs statistics for each state (SLB_SPEC section 3).
 
 - `hard_moving_mean`, `hard_moving_variance`: the hard-state statistics, set
   by `slb_keras.calibrate_bn` (exact averages over calibration batches);
-- `calibrated`: a float32 scalar, 0.0 until the first calibration, then 1.0.
+- `calibrated`: a float32 scalar, 0.0 until the first calibration, then 1.0;
+- `calibration_count`, `calibration_mean`, `calibration_m2`: what the layer
+  saw while `calibrating` (per channel: count, mean, centred sum of squares),
+  read and reset by `slb_keras.calibrate_bn`; scratch, not saved.
 
 The inherited `moving_mean` / `moving_variance` are the soft-state statistics,
 updated by ordinary training steps exactly as Keras does. With
@@ -15,35 +18,11 @@ updated by ordinary training steps exactly as Keras does. With
 calibrated, with the soft ones before.
 """
 
-import contextlib
-import threading
-
 import keras
 from keras import ops
 
-# Calibration (see slb_keras.callbacks.calibrate_bn). The set of layers being
-# calibrated is shared by all threads (MirroredStrategy traces each replica in
-# its own thread); the records of what each call saw are per thread (= per
-# replica), read back by the replica function that made the calls.
-_CALIBRATING = set()
-_LOCAL = threading.local()
-
-
-def _records():
-    if not hasattr(_LOCAL, "records"):
-        _LOCAL.records = {}
-    return _LOCAL.records
-
-
-@contextlib.contextmanager
-def _calibrating(layers):
-    """Puts `layers` in calibration mode while tracing/running a calibration."""
-    ids = {id(layer) for layer in layers}
-    _CALIBRATING.update(ids)
-    try:
-        yield
-    finally:
-        _CALIBRATING.difference_update(ids)
+# The calibration accumulators: training-time scratch, not saved.
+_ACCUMULATORS = ("calibration_count", "calibration_mean", "calibration_m2")
 
 
 def _clone_initializer(initializer):
@@ -75,15 +54,25 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
     calibration without retracing. `gamma`, `beta`, `epsilon` and `axis` are
     the inherited ones.
 
+    While its `calibrating` attribute is True (set by `calibrate_bn` around
+    its forward passes) the layer instead normalizes each batch with the
+    batch's own statistics and merges them into its accumulators (see
+    `calibration_call`).
+
     Example:
 
     >>> bn = StateBatchNormalization()
     >>> y = bn(np.random.rand(8, 4).astype("float32"), training=True)
     >>> [w.path.split("/")[-1] for w in bn.non_trainable_weights]
-    ['moving_mean', 'moving_variance', 'hard_moving_mean', 'hard_moving_variance', 'calibrated']
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['moving_mean', 'moving_variance', 'hard_moving_mean', 'hard_moving_variance',
+     'calibrated', 'calibration_count', 'calibration_mean', 'calibration_m2']
     >>> float(bn.calibrated.numpy())
     0.0
     """
+
+    # Set on the instance by slb_keras.calibrate_bn around its forward passes.
+    calibrating = False
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -110,6 +99,53 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
             trainable=False,
             autocast=False,
         )
+        for name in _ACCUMULATORS:
+            # Every replica holds the same all-reduced values: keep the first.
+            setattr(
+                self,
+                name,
+                self.add_weight(
+                    shape=shape,
+                    name=name,
+                    initializer="zeros",
+                    dtype="float32",
+                    trainable=False,
+                    autocast=False,
+                    aggregation="only_first_replica",
+                ),
+            )
+
+    def _saved_variables(self):
+        scratch = {id(getattr(self, name)) for name in _ACCUMULATORS} if self.built else set()
+        every = self._trainable_variables + self._non_trainable_variables
+        return [v for v in every if id(v) not in scratch]
+
+    def save_own_variables(self, store):
+        # The accumulators are scratch: files hold the same variables as before.
+        for index, variable in enumerate(self._saved_variables()):
+            store[str(index)] = variable
+
+    def load_own_variables(self, store):
+        variables = self._saved_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"Layer {self.name!r} expects {len(variables)} saved variables, the "
+                f"file has {len(store.keys())}."
+            )
+        for index, variable in enumerate(variables):
+            variable.assign(store[str(index)])
+
+    def reset_calibration_accumulators(self):
+        """Sets `calibration_count`, `calibration_mean`, `calibration_m2` to 0."""
+        for name in _ACCUMULATORS:
+            variable = getattr(self, name)
+            variable.assign(ops.zeros(variable.shape, "float32"))
+
+    def calibration_accumulators(self):
+        """(count, mean, m2) as float64 numpy arrays (one entry per channel)."""
+        return tuple(
+            ops.convert_to_numpy(getattr(self, name)).astype("float64") for name in _ACCUMULATORS
+        )
 
     def inference_statistics(self):
         """The (mean, variance) used with `training=False`, as float32 tensors.
@@ -134,8 +170,8 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
         return mean, variance
 
     def call(self, inputs, training=None, mask=None):
-        if id(self) in _CALIBRATING:
-            return self._calibration_call(inputs, mask)
+        if self.calibrating:
+            return self.calibration_call(inputs, mask)
         if training and self.trainable:
             # Soft state: Keras's own training path (updates moving_*).
             return super().call(inputs, training=training, mask=mask)
@@ -153,47 +189,65 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
         )
         return ops.cast(outputs, self.compute_dtype)
 
-    def _calibration_call(self, inputs, mask):
-        """Normalizes with the global batch's statistics and records them.
+    def calibration_call(self, inputs, mask=None):
+        """Normalizes with the global batch's statistics and accumulates them.
 
-        The statistics are reduced over all replicas (so every replica
-        normalizes with the statistics of the whole global batch, as on one
-        device), computed in two passes (mean, then centred sum of squares),
-        in float32. Records (count, mean, centred sum of squares) per channel.
-        No variable changes.
+        The statistics are reduced over all replicas under a `tf.distribute`
+        strategy (so every replica normalizes with the statistics of the whole
+        global batch, as on one device), computed in two passes (mean, then
+        centred sum of squares), in float32, and merged into the accumulators
+        (Chan et al.'s formula; the first merge after a reset is exact). No
+        other variable changes.
         """
-        import tensorflow as tf  # calibration needs the TensorFlow backend
-
-        x = tf.cast(inputs, "float32")
+        x = ops.cast(inputs, "float32")
         axes = self._reduction_axes
         if mask is None:
-            weights = tf.ones_like(x)
+            weights = ops.ones_like(x)
         else:
-            weights = tf.broadcast_to(
-                tf.cast(tf.expand_dims(mask, -1), "float32"), tf.shape(x)
+            weights = ops.broadcast_to(
+                ops.cast(ops.expand_dims(mask, -1), "float32"), ops.shape(x)
             )
-        context = tf.distribute.get_replica_context()
-
-        def all_sum(value):
-            if context is None:
-                return value
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-        count = all_sum(tf.reduce_sum(weights, axis=axes, keepdims=True))
-        total = all_sum(tf.reduce_sum(weights * x, axis=axes, keepdims=True))
-        mean = tf.math.divide_no_nan(total, count)
-        m2 = all_sum(
-            tf.reduce_sum(weights * tf.square(x - mean), axis=axes, keepdims=True)
+        count = _sum_over_replicas(ops.sum(weights, axis=axes, keepdims=True))
+        total = _sum_over_replicas(ops.sum(weights * x, axis=axes, keepdims=True))
+        mean = ops.divide_no_nan(total, count)
+        m2 = _sum_over_replicas(
+            ops.sum(weights * ops.square(x - mean), axis=axes, keepdims=True)
         )
-        count, mean, m2 = (tf.reshape(t, [-1]) for t in (count, mean, m2))
-        _records().setdefault(id(self), []).append((count, mean, m2))
+        variance = ops.divide_no_nan(m2, count)
+        self._accumulate(*(ops.reshape(t, (-1,)) for t in (count, mean, m2)))
         outputs = ops.batch_normalization(
             x=x,
-            mean=mean,
-            variance=tf.math.divide_no_nan(m2, count),
+            mean=ops.reshape(mean, (-1,)),
+            variance=ops.reshape(variance, (-1,)),
             axis=self.axis,
             offset=None if self.beta is None else ops.cast(self.beta, "float32"),
             scale=None if self.gamma is None else ops.cast(self.gamma, "float32"),
             epsilon=self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)
+
+    def _accumulate(self, count, mean, m2):
+        # Every new value is computed before the first assignment.
+        count_a = self.calibration_count.value
+        mean_a = self.calibration_mean.value
+        m2_a = self.calibration_m2.value
+        total = count_a + count
+        share = ops.divide_no_nan(count, total)
+        delta = mean - mean_a
+        new_mean = mean_a + delta * share
+        new_m2 = m2_a + m2 + delta * delta * count_a * share
+        self.calibration_count.assign(total)
+        self.calibration_mean.assign(new_mean)
+        self.calibration_m2.assign(new_m2)
+
+
+def _sum_over_replicas(value):
+    """The sum of `value` over the replicas of a tf.distribute strategy (else `value`)."""
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

@@ -134,31 +134,6 @@ def logits_from_codes(codes, bits, margin=1.0):
     return (np.eye(m, dtype=np.float32)[codes] * np.float32(margin)).astype(np.float32)
 
 
-def logits_from_kernel(kernel, bits, margin=1.0):
-    """Logits that put `margin` on the value nearest each (scaled) float weight.
-
-    The kernel is first scaled into [-1, 1] by its maximum magnitude, since V
-    has no scale of its own (the following batch norm absorbs it).
-
-    Args:
-        kernel: float array, any shape.
-        bits: weight bit width.
-        margin: logit of the chosen value (the others are 0).
-
-    Returns:
-        float32 numpy array of shape kernel.shape + (2**bits,).
-
-    Example:
-
-    >>> logits_from_kernel(np.array([0.5, -2.0]), bits=1, margin=1.0).tolist()
-    [[0.0, 1.0], [1.0, 0.0]]
-    """
-    kernel = np.asarray(kernel, dtype=np.float64)
-    scale = np.max(np.abs(kernel)) if kernel.size else 0.0
-    scaled = kernel / scale if scale > 0 else kernel
-    return logits_from_codes(value_sets.values_to_codes(scaled, bits), bits, margin)
-
-
 def entropy(logits, temperature=1.0):
     """Entropy (nats) of softmax(tau * A) over the value axis.
 
@@ -191,6 +166,5 @@ __all__ = [
     "hard_codes",
     "hard_weight",
     "logits_from_codes",
-    "logits_from_kernel",
     "entropy",
 ]

@@ -2,7 +2,8 @@
 
 The quantization functions are pure (`ste_sign`, `dorefa_quantize`,
 `pact_quantize`) and compute the quantized value exactly in the forward pass;
-the straight-through estimator (STE) only defines their gradient. The layers
+the straight-through estimator (STE) only defines their gradient, written with
+`keras.ops.custom_gradient`, so they run on any Keras backend. The layers
 (`ActivationQuantizer`, `PACTQuantizer`) wrap them so they serialize and can be
 used as the `input_quantizer` of every SLB layer. `get()` turns None, a string
 alias, an int, a config dict or a quantizer into a quantizer.
@@ -20,8 +21,9 @@ String aliases:
 import re
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from slb_keras import checks
 from slb_keras import value_sets
 
 MAX_ACTIVATION_BITS = 16
@@ -29,27 +31,43 @@ FULL_PRECISION_BITS = 32
 
 
 def validate_activation_bits(bits, name="bits", low=1):
-    """Activation bit widths: 1..16 or 32 (no quantization)."""
+    """Activation bit widths: 1..16 or 32 (no quantization).
+
+    Example:
+
+    >>> validate_activation_bits(32)
+    32
+    """
     return value_sets.validate_bits(
         bits, name, low=low, high=MAX_ACTIVATION_BITS, extra=(FULL_PRECISION_BITS,)
     )
 
 
-@tf.custom_gradient
+def _upstream(args, upstream):
+    """The upstream gradient, as `keras.ops.custom_gradient` passes it on any backend."""
+    if upstream is None:
+        (upstream,) = args
+    return upstream
+
+
+@ops.custom_gradient
 def ste_sign(x):
     """sign(x) in {-1, +1} (sign(0) = +1); gradient 1 where |x| <= 1, else 0.
+
+    Any Keras backend (`keras.ops.custom_gradient`).
 
     Example:
 
     >>> ste_sign(tf.constant([-0.5, 0.0, 2.0])).numpy().tolist()
     [-1.0, 1.0, 1.0]
     """
-    one = tf.ones_like(x)
+    one = ops.ones_like(x)
 
-    def grad(dy):
-        return dy * tf.cast(tf.abs(x) <= 1, dy.dtype)
+    def grad(*args, upstream=None):
+        dy = _upstream(args, upstream)
+        return dy * ops.cast(ops.less_equal(ops.abs(x), 1), dy.dtype)
 
-    return tf.where(x >= 0, one, -one), grad
+    return ops.where(ops.greater_equal(x, 0), one, -one), grad
 
 
 def dorefa_quantize(x, bits):
@@ -64,12 +82,14 @@ def dorefa_quantize(x, bits):
     """
     n = float(2**bits - 1)
 
-    @tf.custom_gradient
+    @ops.custom_gradient
     def _quantize(x):
-        def grad(dy):
-            return dy * tf.cast((x >= 0) & (x <= 1), dy.dtype)
+        def grad(*args, upstream=None):
+            dy = _upstream(args, upstream)
+            inside = ops.logical_and(ops.greater_equal(x, 0), ops.less_equal(x, 1))
+            return dy * ops.cast(inside, dy.dtype)
 
-        return tf.round(tf.clip_by_value(x, 0.0, 1.0) * n) / n, grad
+        return ops.round(ops.clip(x, 0.0, 1.0) * n) / n, grad
 
     return _quantize(x)
 
@@ -88,17 +108,18 @@ def pact_quantize(x, alpha, bits):
     [0.0, 2.0]
     """
     n = float(2**bits - 1)
-    alpha = tf.maximum(tf.cast(alpha, x.dtype), tf.cast(1e-3, x.dtype))  # no 0/0
+    alpha = ops.maximum(ops.cast(alpha, x.dtype), ops.cast(1e-3, x.dtype))  # no 0/0
 
-    @tf.custom_gradient
+    @ops.custom_gradient
     def _quantize(x, alpha):
         scale = alpha / n
-        y = tf.round(tf.clip_by_value(x, tf.zeros_like(alpha), alpha) / scale) * scale
+        y = ops.round(ops.minimum(ops.maximum(x, ops.zeros_like(x)), alpha) / scale) * scale
 
-        def grad(dy):
-            inside = tf.cast((x >= 0) & (x <= alpha), dy.dtype)
-            above = tf.cast(x > alpha, dy.dtype)
-            return dy * inside, tf.reduce_sum(dy * above)
+        def grad(*args, upstream=None):
+            dy = _upstream(args, upstream)
+            inside = ops.logical_and(ops.greater_equal(x, 0), ops.less_equal(x, alpha))
+            above = ops.cast(ops.greater(x, alpha), dy.dtype)
+            return dy * ops.cast(inside, dy.dtype), ops.sum(dy * above)
 
         return y, grad
 
@@ -234,7 +255,7 @@ def get(identifier):
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, int) and not isinstance(identifier, bool):
+    if checks.is_int(identifier):
         return ActivationQuantizer(identifier)
     if isinstance(identifier, str):
         name = identifier.strip().lower()

@@ -10,9 +10,9 @@ no zero, no learned scale):
 exactly as int8 codes with scale 1 / (m - 1) for b <= 7.
 """
 
-import numbers
-
 import numpy as np
+
+from slb_keras import checks
 
 MIN_BITS = 1
 MAX_BITS = 8
@@ -43,7 +43,7 @@ def validate_bits(value, name="wbits", low=MIN_BITS, high=MAX_BITS, extra=()):
     allowed = f"an integer from {low} to {high}"
     if extra:
         allowed += " or " + " or ".join(str(e) for e in extra)
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok = checks.is_int(value)
     if not ok and isinstance(value, (float, np.floating)) and float(value).is_integer():
         # 2.0 is accepted as 2, 2.5 is not.
         value, ok = int(value), True

@@ -1,11 +1,10 @@
-import pathlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import slb_keras
+from slb_keras import calibration
 from slb_keras import callbacks as cb
 from slb_keras import ops as slb_ops
 
@@ -75,7 +74,7 @@ def test_calibrate_bn_equals_numpy_statistics(steps):
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(50))).batch(16)  # 16, 16, 16, 2
     batches = [x[i : i + 16] for i in range(0, 50, 16)][: steps or 4]
     expected = _numpy_statistics(model, batches)
-    assert cb.calibrate_bn(model, dataset, steps) == len(batches)
+    assert calibration.calibrate_bn(model, dataset, steps) == len(batches)
     for (mean, var), (ref_mean, ref_var) in zip(_hard_statistics(model), expected):
         np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(var, ref_var, rtol=1e-5, atol=1e-5)
@@ -86,7 +85,7 @@ def test_calibrate_bn_pooled_variance_differs_from_mean_of_batch_variances():
     model = _conv_model()
     x = _images(48)
     x[:16] += 5.0  # batches with different means
-    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
     h1 = np.asarray(model.get_layer("c1")(x, training=False), np.float64)
     pooled = h1.var(axis=(0, 1, 2))
     per_batch = np.mean([h1[i : i + 16].var(axis=(0, 1, 2)) for i in (0, 16, 32)], axis=0)
@@ -109,7 +108,7 @@ def test_calibrate_bn_changes_no_other_variable():
     }
     before = {v.path: v.numpy().copy() for v in model.variables}
     optimizer_before = [v.numpy().copy() for v in model.optimizer.variables]
-    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8), steps=4)
+    calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8), steps=4)
     for v in model.variables:
         if id(v) not in calibration_variables:
             assert np.array_equal(v.numpy(), before[v.path]), v.path  # bit for bit
@@ -124,14 +123,14 @@ def test_calibrate_bn_one_device_equals_mirrored_strategy(mirrored_strategy):
     x = _images(45)
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(10)  # 10, 10, 10, 10, 5 (split 3 + 2)
     single = _conv_model()
-    cb.calibrate_bn(single, dataset)
+    calibration.calibrate_bn(single, dataset)
     with mirrored_strategy.scope():
         mirrored = _conv_model()
     mirrored.set_weights(single.get_weights())
     for n in ("bn1", "bn2"):  # start from the uncalibrated state
         mirrored.get_layer(n).hard_moving_mean.assign(np.zeros(mirrored.get_layer(n).hard_moving_mean.shape))
         mirrored.get_layer(n).calibrated.assign(0.0)
-    assert cb.calibrate_bn(mirrored, dataset) == 5
+    assert calibration.calibrate_bn(mirrored, dataset) == 5
     for (m1, v1), (m2, v2) in zip(_hard_statistics(single), _hard_statistics(mirrored)):
         np.testing.assert_allclose(m2, m1, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(v2, v1, rtol=1e-5, atol=1e-5)
@@ -145,7 +144,7 @@ def test_calibrate_bn_one_device_equals_mirrored_strategy(mirrored_strategy):
 def test_calibrate_bn_soft_state_writes_soft_statistics():
     model = _conv_model()
     x = _images(32)
-    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16), state="soft")
+    calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16), state="soft")
     bn1 = model.get_layer("bn1")
     h1 = np.asarray(model.get_layer("c1")(x, training=True), np.float64)  # soft kernel
     np.testing.assert_allclose(bn1.moving_mean.numpy(), h1.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
@@ -159,7 +158,7 @@ def test_calibrate_bn_soft_state_writes_soft_statistics():
 def test_calibrate_bn_mixed_precision():
     x = _images(32)
     reference = _conv_model()
-    cb.calibrate_bn(reference, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    calibration.calibrate_bn(reference, tf.data.Dataset.from_tensor_slices(x).batch(16))
     try:
         keras.config.set_dtype_policy("mixed_float16")
         model = _conv_model()
@@ -168,7 +167,7 @@ def test_calibrate_bn_mixed_precision():
     model.set_weights([w for w in reference.get_weights()])
     for n in ("bn1", "bn2"):
         model.get_layer(n).calibrated.assign(0.0)
-    cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(16))
     for (m1, v1), (m2, v2) in zip(_hard_statistics(reference), _hard_statistics(model)):
         np.testing.assert_allclose(m2, m1, rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(v2, v1, rtol=2e-2)
@@ -179,20 +178,20 @@ def test_calibrate_bn_bad_arguments():
     data = tf.data.Dataset.from_tensor_slices(_images(8)).batch(4)
     for steps in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match=f"steps={steps!r}"):
-            cb.calibrate_bn(model, data, steps)
+            calibration.calibrate_bn(model, data, steps)
     with pytest.raises(ValueError, match="empty"):
-        cb.calibrate_bn(model, data.take(0), 3)
+        calibration.calibrate_bn(model, data.take(0), 3)
     with pytest.raises(ValueError, match="infinite"):
-        cb.calibrate_bn(model, data.repeat())
+        calibration.calibrate_bn(model, data.repeat())
     with pytest.raises(ValueError, match="tf.data.Dataset"):
-        cb.calibrate_bn(model, _images(8), 2)
+        calibration.calibrate_bn(model, _images(8), 2)
     with pytest.raises(ValueError, match="state='warm'"):
-        cb.calibrate_bn(model, data, 2, state="warm")
+        calibration.calibrate_bn(model, data, 2, state="warm")
     with pytest.raises(ValueError, match="Invalid model='model'"):
-        cb.calibrate_bn("model", data, 2)
+        calibration.calibrate_bn("model", data, 2)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match="no slb_keras.StateBatchNormalization"):
-        cb.calibrate_bn(plain, data, 2)
+        calibration.calibrate_bn(plain, data, 2)
     for n in ("bn1", "bn2"):
         assert float(model.get_layer(n).calibrated.numpy()) == 0.0  # nothing was half done
 
@@ -204,7 +203,7 @@ def test_calibrate_bn_nested_and_shared_layers():
     outputs = keras.layers.Dense(2)(inner(keras.layers.Dense(4)(inputs)) + inner(inputs))  # inner used twice
     model = keras.Model(inputs, outputs)
     x = _images(20).reshape(-1, 4)[:40]
-    assert cb.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8)) == 5
+    assert calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8)) == 5
     dense, slb, bn = model.layers[1], inner.layers[0], inner.layers[1]
     h = np.concatenate([np.asarray(slb(dense(x)), np.float64), np.asarray(slb(x), np.float64)])
     np.testing.assert_allclose(bn.hard_moving_mean.numpy(), h.mean(0), rtol=1e-5, atol=1e-5)
@@ -215,7 +214,7 @@ def test_calibrate_bn_warns_when_dataset_runs_out():
     model = _conv_model()
     data = tf.data.Dataset.from_tensor_slices(_images(8)).batch(4)
     with pytest.warns(UserWarning, match="ran out after 2 of steps=5"):
-        assert cb.calibrate_bn(model, data, 5) == 2
+        assert calibration.calibrate_bn(model, data, 5) == 2
 
 
 def _fit_model(seed=0):
@@ -240,7 +239,7 @@ def test_bn_calibration_runs_before_validation():
         model.get_layer(n).calibrated.assign(0.0)
     assert model.evaluate(xv, yv, verbose=0) != pytest.approx(history.history["val_loss"][-1], rel=1e-3)
     # And those statistics are calibrate_bn's on the final weights (no calibration was skipped).
-    cb.calibrate_bn(model, data, 5)
+    calibration.calibrate_bn(model, data, 5)
     for (m1, v1), (m2, v2) in zip(calibrated_now, _hard_statistics(model)):
         np.testing.assert_allclose(m1, m2, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(v1, v2, rtol=1e-6, atol=1e-6)
@@ -262,7 +261,7 @@ def test_bn_calibration_every_n_epochs_and_at_train_end():
     final = model.get_layer("bn1").hard_moving_mean.numpy()
     assert not np.allclose(final, seen[2][1])  # ... but at the end of training
     reference = _hard_statistics(model)
-    cb.calibrate_bn(model, data)
+    calibration.calibrate_bn(model, data)
     np.testing.assert_allclose(_hard_statistics(model)[0][0], reference[0][0], rtol=1e-6, atol=1e-6)
 
 
@@ -377,7 +376,7 @@ def test_soft_and_hard_outputs():
         z = (x @ kernel1 - mean) / np.sqrt(var + 1e-3)
         return z @ kernel2 + d2.bias.numpy()
 
-    soft, hard = cb.soft_and_hard_outputs(model, x)
+    soft, hard = calibration.soft_and_hard_outputs(model, x)
     np.testing.assert_allclose(soft, forward(d1.soft_kernel().numpy(), d2.soft_kernel().numpy(), 0.2, 1.0), atol=1e-5)
     np.testing.assert_allclose(hard, forward(d1.hard_kernel().numpy(), d2.hard_kernel().numpy(), -0.3, 2.0), atol=1e-5)
     assert float(bn.calibrated.numpy()) == 1.0
@@ -395,14 +394,21 @@ def test_slb_metrics_logs_and_tensorboard(tmp_path):
     assert 0.25 <= history.history["slb/d1/max_prob"][0] <= 1.0
     assert 0.5 <= history.history["slb/d2/max_prob"][0] <= 1.0
     assert 0.0 < history.history["slb_flip_rate"][0] < 1.0  # adam moves the small random logits
-    tags = {}
-    for path in pathlib.Path(tmp_path, "slb").glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                tags.setdefault(value.tag, []).append((event.step, value.metadata.plugin_data.plugin_name))
-    assert [step for step, _ in tags["slb/max_prob"]] == [0, 1]
-    assert {plugin for _, plugin in tags["slb/d1/max_prob"]} == {"scalars", "histograms"}
-    assert "slb/d2/flip_rate" in tags and "slb/output_gap" in tags
+    # Read back as TensorBoard does: a scalar and a histogram need tags of their own.
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.histogram import metadata as histogram_metadata
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+    events = event_accumulator.EventAccumulator(str(tmp_path / "slb"), size_guidance={"tensors": 0})
+    events.Reload()
+    plugins = {tag: events.SummaryMetadata(tag).plugin_data.plugin_name for tag in events.Tags()["tensors"]}
+    scalars = {tag for tag, plugin in plugins.items() if plugin == scalar_metadata.PLUGIN_NAME}
+    histograms = {tag for tag, plugin in plugins.items() if plugin == histogram_metadata.PLUGIN_NAME}
+    assert {"slb/max_prob", "slb/output_gap", "slb/d1/max_prob", "slb/d2/flip_rate"} <= scalars
+    assert histograms == {"slb/d1/max_prob_hist", "slb/d2/max_prob_hist"}
+    assert [event.step for event in events.Tensors("slb/max_prob")] == [0, 1]
+    histogram = events.Tensors("slb/d1/max_prob_hist")[-1]
+    assert tf.make_ndarray(histogram.tensor_proto).shape[-1] == 3  # (left, right, count) buckets
 
 
 def test_slb_metrics_bad_arguments():
@@ -413,9 +419,9 @@ def test_slb_metrics_bad_arguments():
 
 
 def test_public_names():
-    for name in ("calibrate_bn", "BNCalibration", "SLBMetrics"):
+    for module, name in ((calibration, "calibrate_bn"), (cb, "BNCalibration"), (cb, "SLBMetrics")):
         assert name in slb_keras.__all__
-        assert getattr(slb_keras, name) is getattr(cb, name)
+        assert getattr(slb_keras, name) is getattr(module, name)
 
 
 # -- end to end: the digits experiment ---------------------------------------------
@@ -460,7 +466,7 @@ def _digits_run(data, constant_tau=None, seed=0, epochs=6):
     def accuracy(outputs):
         return float(np.mean(np.argmax(outputs, axis=-1) == yv))
 
-    bns = cb.state_bn_layers(model)
+    bns = calibration.state_bn_layers(model)
     hard_after = accuracy(model.predict(xv, verbose=0))
     for layer in bns:
         layer.calibrated.assign(0.0)
@@ -468,8 +474,8 @@ def _digits_run(data, constant_tau=None, seed=0, epochs=6):
     for layer in bns:
         layer.calibrated.assign(1.0)
     # Soft network with exact soft statistics (its moving averages lag behind tau).
-    cb.calibrate_bn(model, calibration, state="soft")
-    soft, hard = cb.soft_and_hard_outputs(model, xv)
+    calibration.calibrate_bn(model, calibration, state="soft")
+    soft, hard = calibration.soft_and_hard_outputs(model, xv)
     return {
         "val_accuracy": history.history["val_accuracy"][-1],
         "hard_before": hard_before,

@@ -97,13 +97,6 @@ def test_entropy_uniform_and_one_hot():
     assert np.allclose(slb_ops.entropy(slb_ops.logits_from_codes([1], 2, 100.0)).numpy(), 0, atol=1e-6)
 
 
-def test_logits_from_kernel_picks_nearest_scaled_value():
-    kernel = np.array([2.0, -0.7, 0.1, -2.0], np.float32)  # scaled: 1, -0.35, 0.05, -1
-    logits = slb_ops.logits_from_kernel(kernel, 2, margin=5.0)
-    np.testing.assert_array_equal(np.argmax(logits, -1), [3, 1, 2, 0])
-    assert logits.max() == 5.0
-
-
 def test_bad_logits_shape():
     with pytest.raises(ValueError, match="2\\*\\*bits"):
         slb_ops.soft_weight(np.zeros((2, 3), np.float32))

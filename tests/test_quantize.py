@@ -5,12 +5,10 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import slb_keras
-from slb_keras import quantize
+from slb_keras import conversion
 from slb_keras import quantizers
-from slb_keras.datasets import load_digits
 from slb_keras.normalization import StateBatchNormalization
 
 
@@ -182,8 +180,8 @@ def test_float_init_puts_the_largest_logit_on_the_nearest_value(bits):
     for name in ("c2", "dw", "d1"):
         old, new = model.get_layer(name), slb.get_layer(name)
         kernel = old.kernel.numpy()
-        matrix = quantize._matrix(old, kernel)
-        scale = quantize.channel_scale(matrix, bits)
+        matrix = conversion._matrix(old, kernel)
+        scale = conversion.channel_scale(matrix, bits)
         projection = slb_keras.codes_to_values(
             slb_keras.values_to_codes(matrix / scale, bits), bits
         ).reshape(kernel.shape)
@@ -205,7 +203,7 @@ def test_channel_scale_minimizes_the_quantization_error():
     rng = np.random.default_rng(1)
     matrix = rng.normal(size=(50, 3)) * np.array([0.1, 1.0, 5.0])
     for bits in (1, 2, 3):
-        scale = quantize.channel_scale(matrix, bits)
+        scale = conversion.channel_scale(matrix, bits)
 
         def error(s):
             q = slb_keras.codes_to_values(slb_keras.values_to_codes(matrix / s, bits), bits)
@@ -214,7 +212,7 @@ def test_channel_scale_minimizes_the_quantization_error():
         best = error(scale)
         for factor in (0.8, 0.95, 1.05, 1.25):
             assert np.all(best <= error(scale * factor) + 1e-9)
-    np.testing.assert_allclose(quantize.channel_scale(matrix, 1), np.abs(matrix).mean(axis=0))
+    np.testing.assert_allclose(conversion.channel_scale(matrix, 1), np.abs(matrix).mean(axis=0))
 
 
 @pytest.mark.parametrize("layer_name", ["conv", "depthwise", "dense"])
@@ -381,104 +379,18 @@ def test_warns_about_sign_after_relu():
         slb_keras.quantize_model(small_cnn(), abits=2)
 
 
-# -- init="float" against init="random" on digits ------------------------------------
-
-# (label, init, temperature schedule start): the float init starts at the
-# temperature its logits were set for (1.0, the SLB layers' initial tau);
-# random logits get the paper's schedule, which starts at 0.01 to explore.
-DIGITS_RUNS = (("init=float", "float", 1.0), ("init=random", "random", 0.01))
-
-
-def digits_experiment(wbits=1, float_epochs=10, epochs=8, runs=DIGITS_RUNS):
-    """Trains a float CNN on digits, converts it, trains the SLB model.
-
-    Returns a dict: "float_accuracy" (of the float CNN) and, per run label,
-    "converted" (hard test accuracy straight out of quantize_model),
-    "curve" (hard test accuracy after calibrate_bn: before SLB training,
-    then after each epoch, with BN calibration after each epoch) and
-    "epochs_to_float" / "epochs_to_float_minus_1" (first epoch reaching
-    the float accuracy / within one point of it; None if never).
-    """
-    from slb_keras.callbacks import BNCalibration
-    from slb_keras.callbacks import TemperatureScheduler
-    from slb_keras.callbacks import calibrate_bn
-
-    keras.utils.set_random_seed(0)
-    (x, y), (x_test, y_test) = load_digits(image_size=16, channels=1)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def block(filters):
-        return [
-            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(momentum=0.9),
-            keras.layers.ReLU(),
-        ]
-
-    model = keras.Sequential(
-        [keras.Input((16, 16, 1)), *block(16), *block(32), keras.layers.MaxPooling2D(),
-         *block(32), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]
-    )  # fmt: skip
-    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
-    model.fit(x, y, epochs=float_epochs, batch_size=64, verbose=0)
-    float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
-    results = {"float_accuracy": float_accuracy}
-    calibration = tf.data.Dataset.from_tensor_slices(x).batch(256)
-    for label, init, tau_start in runs:
-        keras.utils.set_random_seed(1)
-        slb = slb_keras.quantize_model(model, wbits=wbits, init=init)
-        slb.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
-        converted = slb.evaluate(x_test, y_test, verbose=0)[1]
-        calibrate_bn(slb, calibration)
-        curve = [slb.evaluate(x_test, y_test, verbose=0)[1]]
-        history = slb.fit(
-            x, y, epochs=epochs, batch_size=64, verbose=0, validation_data=(x_test, y_test),
-            callbacks=[TemperatureScheduler(tau_start, 10.0), BNCalibration(calibration)],
-        )  # fmt: skip
-        curve += history.history["val_accuracy"]
-
-        def first(target, curve=curve):
-            return next((epoch for epoch, acc in enumerate(curve) if acc >= target), None)
-
-        results[label] = {
-            "converted": converted,
-            "curve": curve,
-            "epochs_to_float": first(float_accuracy - 1e-6),
-            "epochs_to_float_minus_1": first(float_accuracy - 0.01),
-        }
-    return results
-
-
 @pytest.mark.slow
 def test_float_init_on_digits_reaches_the_float_accuracy_sooner_than_random():
+    from benchmarks.quantize_digits import digits_experiment
+
     results = digits_experiment(epochs=6)
     float_run, random_run = results["init=float"], results["init=random"]
     assert results["float_accuracy"] > 0.95
     # Calibrated, before any SLB step: the converted float network already works.
-    assert float_run["curve"][0] > 0.6 > 0.3 > random_run["curve"][0]
+    assert float_run["curve"][0] > 0.6
+    assert random_run["curve"][0] < 0.3
     # Within one point of the float accuracy (359 test images: 1 image = 0.28
     # points), and sooner than from random logits (never = infinitely late).
     reached = float_run["epochs_to_float_minus_1"]
     assert reached is not None
     assert reached < (random_run["epochs_to_float_minus_1"] or np.inf)
-
-
-def print_digits_experiment(wbits):
-    """Prints the figures of `digits_experiment`: python tests/test_quantize.py [wbits]."""
-    runs = DIGITS_RUNS + (("random, tau 1 -> 10", "random", 1.0),)
-    results = digits_experiment(wbits=wbits, runs=runs)
-    print(f"wbits={wbits}, float CNN test accuracy: {results['float_accuracy']:.4f}")
-    for label, *_ in runs:
-        run = results[label]
-        curve = " ".join(f"{acc:.3f}" for acc in run["curve"])
-        print(
-            f"{label}: straight out of quantize_model {run['converted']:.3f}; "
-            f"hard accuracy (calibrated) before training, then per epoch: {curve}; "
-            f"epochs to the float accuracy: {run['epochs_to_float']}, "
-            f"to within 1 point: {run['epochs_to_float_minus_1']}"
-        )
-
-
-if __name__ == "__main__":
-    import sys
-
-    print_digits_experiment(int(sys.argv[1]) if len(sys.argv) > 1 else 1)

@@ -1,4 +1,4 @@
-"""Turn a float Keras model into an SLB model: `quantize_model`.
+"""Conversion of a float Keras model into an SLB model: `quantize_model`.
 
 `quantize_model` clones a Sequential or Functional model (nested ones too) with
 `keras.models.clone_model`, replacing
@@ -51,8 +51,7 @@ import warnings
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional  # Keras has no public alias
-
+from slb_keras import checks
 from slb_keras import layers as slb_layers
 from slb_keras import quantizers
 from slb_keras import value_sets
@@ -68,22 +67,8 @@ CONVERTIBLE = {
     keras.layers.Dense: slb_layers.SLBDense,
 }
 
-# Layers with a weight kernel: the candidates for quantization. Those that are
-# not exactly one of CONVERTIBLE cannot be converted.
-KERNEL_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-)
+# Layers with a weight kernel (checks.KERNEL_LAYERS) are the candidates for
+# quantization; those that are not exactly one of CONVERTIBLE cannot be converted.
 
 _CONFIG_KEYS = ("wbits", "abits")
 # A weight lying on a value gets this probability on it at the current tau.
@@ -155,7 +140,7 @@ def quantize_model(
     >>> slb.layers[3].wbits, slb.layers[3].input_quantizer.bits
     (2, 4)
     """
-    _check_model(model)
+    checks.check_graph_model(model, "quantized")
     default = (
         value_sets.validate_bits(wbits, "wbits"),
         _check_abits(abits, "abits"),
@@ -210,31 +195,6 @@ def quantize_model(
 
 
 # -- checks --------------------------------------------------------------------
-
-
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"Invalid model={model!r}: expected a keras.Sequential or Functional "
-            "keras.Model."
-        )
-    if not isinstance(model, (keras.Sequential, Functional)):
-        raise ValueError(
-            f"Invalid model={model.name!r} of class {type(model).__name__}: "
-            "subclassed models cannot be cloned layer by layer. Use the SLB layers "
-            "(slb_keras.SLBConv2D, SLBDense, ...) and StateBatchNormalization "
-            "directly inside the subclass, or build it as a Sequential or "
-            "Functional model."
-        )
-    try:
-        has_inputs = model.built and bool(model.inputs)
-    except (AttributeError, ValueError):
-        has_inputs = False
-    if not has_inputs:
-        raise ValueError(
-            f"Invalid model={model.name!r}: the model is not built. Give it an "
-            "keras.Input (or call model.build(input_shape)) before quantizing it."
-        )
 
 
 def _check_abits(abits, name):
@@ -309,7 +269,7 @@ def _leaf_layers(model, seen=None):
         if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
             continue
         seen.add(id(layer))
-        if isinstance(layer, (keras.Sequential, Functional)):
+        if checks.is_graph_model(layer):
             leaves.extend(_leaf_layers(layer, seen))
         elif isinstance(layer, keras.Model):
             raise ValueError(
@@ -337,7 +297,7 @@ def _unconvertible_reason(layer):
 
 def _plan(leaves, default, skip_first_last, config):
     """{id(layer): (wbits, abits) | "sbn"} for the layers to replace."""
-    kernel_layers = [layer for layer in leaves if isinstance(layer, KERNEL_LAYERS)]
+    kernel_layers = [layer for layer in leaves if isinstance(layer, checks.KERNEL_LAYERS)]
     ends = set()
     if skip_first_last and kernel_layers:
         ends = {id(kernel_layers[0]), id(kernel_layers[-1])}
@@ -362,7 +322,7 @@ def _plan(leaves, default, skip_first_last, config):
             continue
         if entry is None or isinstance(layer, slb_layers.SLBLayerMixin):
             continue
-        if not isinstance(layer, KERNEL_LAYERS):
+        if not isinstance(layer, checks.KERNEL_LAYERS):
             if entry != ():
                 raise ValueError(
                     f"Invalid layer_config entry for {layer.name!r} ({cls}): that "
@@ -435,7 +395,7 @@ def _graph(model, consumers=None, producers=None):
     for end in ends:
         consumers.setdefault(id(end), []).append(None)
     for layer in model.layers:
-        if isinstance(layer, (keras.Sequential, Functional)):
+        if checks.is_graph_model(layer):
             _graph(layer, consumers, producers)
     return consumers, producers
 
