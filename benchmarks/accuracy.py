@@ -50,7 +50,10 @@ VARIANTS = {
     "slb_tau5000": ("slb", {"temperature_end": 5000.0}),
     "slb_end40": ("slb", {"temperature_end_fraction": 0.4}),
     "slb_hard": ("slb", {"hard_epochs": 1}),
+    "slb_standard": ("slb", {"block": "standard"}),
+    "ste_standard": ("ste", {"block": "standard"}),
     "slb_quadratic": ("slb", {"logits_init": "quadratic"}),
+    "slb_adam": ("slb", {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
 }
 
 
