@@ -160,10 +160,12 @@ def resolve(config):
     if config.model not in models.MODELS:
         raise invalid_flag("model", config.model, "one of " + ", ".join(models.MODELS))
     recipe = RECIPES[config.model]
-    if config.lr_schedule is None and isinstance(config.epochs, int) and recipes.is_short_budget(
-        config.model, config.epochs
-    ):
-        config = dataclasses.replace(config, lr_schedule=recipes.SHORT_BUDGET_LR_SCHEDULE)
+    epochs = recipe["epochs"] if config.epochs is None else config.epochs
+    if _is_int(epochs):  # else refused below
+        budget = recipes.budget_defaults(config.model, config.method, epochs, config.optimizer)
+        config = dataclasses.replace(
+            config, **{k: v for k, v in budget.items() if getattr(config, k) is None}
+        )
     config = dataclasses.replace(
         config,
         **{k: v for k, v in recipe.items() if getattr(config, k) is None},

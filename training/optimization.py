@@ -18,7 +18,7 @@ def make_lr_schedule(config, steps_per_epoch):
     Example:
 
     >>> from training.config import Config, resolve
-    >>> schedule = make_lr_schedule(resolve(Config(model="resnet18", epochs=10)), 100)
+    >>> schedule = make_lr_schedule(resolve(Config(model="resnet18", epochs=10, lr_schedule="step")), 100)
     >>> [round(float(schedule(step)), 6) for step in (0, 599, 600)]  # x0.1 from epoch 6
     [0.001, 0.001, 0.0001]
     """

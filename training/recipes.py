@@ -122,6 +122,37 @@ def is_short_budget(model, epochs):
     return epochs < RECIPES[model]["epochs"]
 
 
+# lr and weight decay of an optimizer other than the recipe's (Adam: its usual 1e-3, no decay).
+OPTIMIZER_DEFAULTS = MappingProxyType({"adam": {"lr": 1e-3, "weight_decay": 0.0}, "sgd": {"lr": 0.1, "weight_decay": 1e-4}})
+# The optimizer of SLB below the authors' budget (None: the recipe's).
+SHORT_BUDGET_SLB_OPTIMIZER = None
+
+
+def budget_defaults(model, method, epochs, optimizer=None):
+    """Defaults that depend on the budget and the optimizer: lr schedule, optimizer, lr, decay.
+
+    Below the authors' budget the lr decays by cosine (`SHORT_BUDGET_LR_SCHEDULE`). When
+    the optimizer is not the recipe's, lr and weight decay come from `OPTIMIZER_DEFAULTS`
+    instead of the recipe (Adam on VGG-Small starts at 1e-3, not SGD's 0.02).
+
+    Example:
+
+    >>> budget_defaults("vgg_small", "slb", 400)
+    {}
+    >>> budget_defaults("vgg_small", "ste", 6, optimizer="adam")
+    {'lr_schedule': 'cosine', 'lr': 0.001, 'weight_decay': 0.0}
+    """
+    defaults = {}
+    short = is_short_budget(model, epochs)
+    if short:
+        defaults["lr_schedule"] = SHORT_BUDGET_LR_SCHEDULE
+        if optimizer is None and method == "slb" and SHORT_BUDGET_SLB_OPTIMIZER is not None:
+            optimizer = defaults["optimizer"] = SHORT_BUDGET_SLB_OPTIMIZER
+    if optimizer is not None and optimizer != RECIPES[model]["optimizer"]:
+        defaults.update(OPTIMIZER_DEFAULTS.get(optimizer, {}))
+    return defaults
+
+
 def temperature_defaults(model, wbits, abits, epochs, speed=None, end=None):
     """The recipe's temperature settings not given by the user.
 
