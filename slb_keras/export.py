@@ -16,7 +16,8 @@ run downwards in this list):
   32/b compression).
 
 This module re-exports the public names and is the command line (the `.keras`
-file is loaded in safe mode):
+file is loaded in safe mode; an output that is the model or the other output,
+after resolving links, is refused with status 2 and nothing written):
 
     python -m slb_keras.export --model=PATH.keras --out=PATH.tflite [--packed=PATH.slb]
 
@@ -64,6 +65,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _same_file(a, b):
+    """True if paths `a` and `b` name one file (after links; hard links too)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return False
+
+
+def _check_distinct_paths(args):
+    """Outputs may overwrite neither the model nor each other."""
+    named = [("--model", args.model), ("--out", args.out)]
+    if args.packed is not None:
+        named.append(("--packed", args.packed))
+    for i, (name, path) in enumerate(named[1:], start=1):
+        for other_name, other in named[:i]:
+            if _same_file(path, other):
+                raise ValueError(
+                    f"Invalid {name}={path!r}: it is the same file as {other_name}={other!r}; "
+                    "the outputs must differ from the model and from each other."
+                )
+
+
 def main(argv=None):
     """Command line: `python -m slb_keras.export --model=M.keras --out=M.tflite`.
 
@@ -89,6 +114,7 @@ def main(argv=None):
         files.check_output_path(args.out, "--out")
         if args.packed is not None:
             files.check_output_path(args.packed, "--packed")
+        _check_distinct_paths(args)
         try:
             model = keras.models.load_model(args.model)
         except Exception as error:  # noqa: BLE001 - any loading failure is bad input

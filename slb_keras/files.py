@@ -55,8 +55,25 @@ def check_output_path(path, name):
     return path
 
 
+def _umask():
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no other way: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, data):
     """Writes the bytes `data` to `path` atomically (temporary file, fsync, rename).
+
+    The file gets the mode a plain `open(path, "wb")` would give it (0o666 less
+    the umask), not the temporary file's 0o600.
 
     Args:
         path: the file to write; its directory must exist.
@@ -78,6 +95,7 @@ def atomic_write(path, data):
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
+            os.fchmod(file.fileno(), 0o666 & ~_umask())
             os.fsync(file.fileno())
         os.replace(temporary, os.path.join(directory, base))
     except BaseException:

@@ -127,8 +127,23 @@ def inference_model_and_kernels(model, float32=False):
             "exports are full precision.",
             stacklevel=3,
         )
+    _check_finite(model)
     kernels = []
     return _convert_graph(model, kernels, float32), kernels
+
+
+def _check_finite(model):
+    """A ValueError naming the first layer with a NaN or infinite weight or logit."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for variable in layer.weights:
+            values = ops.convert_to_numpy(variable)
+            if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                kind = "logits" if variable is getattr(layer, "kernel_logits", None) else "weights"
+                raise ValueError(
+                    f"Invalid model={model.name!r}: layer {layer.name!r} has non-finite "
+                    f"{kind} ({variable.path}: {int(np.sum(~np.isfinite(values)))} of "
+                    f"{values.size} values are NaN or infinite); only finite values export."
+                )
 
 
 def _check_model(model):

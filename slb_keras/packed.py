@@ -5,18 +5,20 @@ with every SLB kernel stored as its integer codes q = argmax_k A_k, b bits each;
 `load_packed(path)` rebuilds that inference model exactly (same layers, weights
 equal bit for bit, so equal predictions). Loading needs numpy and Keras only.
 
-File format (version 1). A ZIP archive, members stored uncompressed with a
-fixed timestamp (the same model gives the same bytes):
+File format (version 2). A ZIP archive with a fixed timestamp (the same model
+gives the same bytes); the manifest is deflated, the weight members are stored
+uncompressed (so their sizes are bounded by the file's):
 
-- `manifest.json`, UTF-8 JSON:
+- `manifest.json`, compact UTF-8 JSON:
 
-      {"format": "slb_keras.packed", "version": 1,
+      {"format": "slb_keras.packed", "version": 2,
        "model": <the inference model's Keras config, as `model.to_json()`>,
        "weights": [<one entry per variable, in `model.weights` order>]}
 
   Every entry has "path" (the variable's `path`, e.g. "dense/kernel"),
   "shape" (list of ints), "dtype" (e.g. "float32"), "member" (the archive
-  member holding its data) and "encoding":
+  member holding its data), "sha256" (the hex SHA-256 of that member) and
+  "encoding":
 
   - "raw": the member is a `.npy` file (numpy format, read with
     allow_pickle=False) holding the array itself;
@@ -30,6 +32,11 @@ fixed timestamp (the same model gives the same bytes):
 
 - `weights/<i>.npy` and `weights/<i>.bin`: the data of entry i.
 
+`load_packed` trusts nothing in the file: every field is checked (the value
+set must be `value_set(bits)`, each member must exist, have the size its shape
+implies and its checksum) before a member is read, and a `.npy` header must
+match its entry. Version 1 files (no checksums, manifest stored) still load.
+
 Example:
 
 >>> codes = np.array([0, 3, 1, 2, 3])
@@ -38,6 +45,7 @@ Example:
 (2, [0, 3, 1, 2, 3])
 """
 
+import hashlib
 import io
 import json
 import math
@@ -53,9 +61,13 @@ from slb_keras import inference_model as inference_module
 from slb_keras import value_sets
 
 FORMAT = "slb_keras.packed"
-VERSION = 1
+VERSION = 2
+_VERSIONS = (1, 2)
 _MANIFEST = "manifest.json"
+_MAX_MANIFEST_BYTES = 64 * 2**20
+_MAX_NPY_HEADER = 4096
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
+_ENCODINGS = ("raw", "codes")
 
 
 # -- bit packing -------------------------------------------------------------------
@@ -159,6 +171,7 @@ def export_packed(model, path):
             np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
             entry.update(member=f"weights/{i}.npy", encoding="raw")
             members.append((entry["member"], buffer.getvalue()))
+            entry["sha256"] = hashlib.sha256(members[-1][1]).hexdigest()
         else:
             values = value_sets.value_set(kernel.wbits)
             if not np.array_equal(values[kernel.codes], array):
@@ -171,6 +184,7 @@ def export_packed(model, path):
                 layer=kernel.source,
             )
             members.append((entry["member"], pack_codes(kernel.codes, kernel.wbits)))
+            entry["sha256"] = hashlib.sha256(members[-1][1]).hexdigest()
         entries.append(entry)
     manifest = {
         "format": FORMAT,
@@ -178,9 +192,13 @@ def export_packed(model, path):
         "model": json.loads(inference.to_json()),
         "weights": entries,
     }
+    text = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in [(_MANIFEST, json.dumps(manifest).encode("utf-8"))] + members:
+    with zipfile.ZipFile(buffer, "w") as archive:
+        info = zipfile.ZipInfo(_MANIFEST, date_time=_DATE_TIME)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, text, compresslevel=9)
+        for name, data in members:
             archive.writestr(zipfile.ZipInfo(name, date_time=_DATE_TIME), data)
     files.atomic_write(path, buffer.getvalue())
     return export_report.size_report(
@@ -211,40 +229,108 @@ def load_packed(path):
     """
     try:
         archive = zipfile.ZipFile(os.fspath(path))
-    except (OSError, zipfile.BadZipFile, TypeError) as error:
+    except (OSError, zipfile.BadZipFile, TypeError, ValueError) as error:
         raise ValueError(f"Invalid path={path!r}: not a packed model file ({error}).") from error
     with archive:
         try:
-            manifest = json.loads(archive.read(_MANIFEST))
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"Invalid path={path!r}: no readable {_MANIFEST}.") from error
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise ValueError(
-                f"Invalid path={path!r}: format {manifest.get('format')!r} version "
-                f"{manifest.get('version')!r}; expected {FORMAT!r} version {VERSION}."
-            )
+            return _load(archive, path)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:  # e.g. a CRC mismatch
+            raise ValueError(f"Invalid path={path!r}: a damaged member ({error}).") from error
+
+
+def _load(archive, path):
+    def bad(why):
+        return ValueError(f"Invalid path={path!r}: {why}.")
+
+    manifest = json.loads(_read_member(archive, _MANIFEST, None, _MAX_MANIFEST_BYTES, bad) or b"null")
+    if not isinstance(manifest, dict):
+        raise bad(f"{_MANIFEST} is a {type(manifest).__name__}, not an object")
+    if manifest.get("format") != FORMAT or manifest.get("version") not in _VERSIONS:
+        raise bad(
+            f"format {manifest.get('format')!r} version {manifest.get('version')!r}; "
+            f"expected {FORMAT!r} version {' or '.join(map(str, _VERSIONS))}"
+        )
+    entries = manifest.get("weights")
+    if not isinstance(entries, list) or not isinstance(manifest.get("model"), dict):
+        raise bad(f"{_MANIFEST} needs a \"model\" object and a \"weights\" list")
+    arrays = [_read_weight(archive, entry, manifest["version"], bad) for entry in entries]
+    # Every member was checked against its entry and read within its size; only
+    # now is the model built.
+    try:
         model = keras.models.model_from_json(json.dumps(manifest["model"]))
-        entries = manifest["weights"]
-        if [e["path"] for e in entries] != [v.path for v in model.weights]:
-            raise ValueError(f"Invalid path={path!r}: the weights do not match the model.")
-        for variable, entry in zip(model.weights, entries):
-            variable.assign(_read_weight(archive, entry, path))
+    except Exception as error:  # noqa: BLE001 - any config Keras refuses is bad input
+        raise bad(f"the model config does not load ({error})") from error
+    expected = [(v.path, tuple(v.shape)) for v in model.weights]
+    if [(e["path"], tuple(e["shape"])) for e in entries] != expected:
+        raise bad("the weights do not match the model")
+    for variable, array in zip(model.weights, arrays):
+        variable.assign(array)
     return model
 
 
-def _read_weight(archive, entry, path):
-    data = archive.read(entry["member"])
-    shape = tuple(entry["shape"])
-    if entry["encoding"] == "raw":
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    elif entry["encoding"] == "codes":
-        values = np.asarray(entry["values"], np.float32)
-        if values.size != 2 ** entry["bits"]:
-            raise ValueError(f"Invalid path={path!r}: bad value set for {entry['path']!r}.")
-        codes = unpack_codes(data, entry["bits"], math.prod(shape))
-        array = values[codes].reshape(shape)
+def _read_member(archive, name, size, limit, bad):
+    """The bytes of member `name`: `size` of them if given, at most `limit`."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise bad(f"no member {name!r}") from None
+    if size is not None:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != size:
+            raise bad(f"member {name!r} holds {info.file_size} bytes; its entry implies {size}, stored")
+    elif info.file_size > limit:
+        raise bad(f"member {name!r} claims {info.file_size} bytes, more than {limit}")
+    with archive.open(info) as member:
+        data = member.read((size if size is not None else limit) + 1)
+    if len(data) != info.file_size:
+        raise bad(f"member {name!r} does not hold the {info.file_size} bytes it claims")
+    return data
+
+
+def _read_weight(archive, entry, version, bad):
+    if not isinstance(entry, dict):
+        raise bad(f"a weights entry is a {type(entry).__name__}, not an object")
+    name = entry.get("path")
+    shape, dtype, member = entry.get("shape"), entry.get("dtype"), entry.get("member")
+    encoding = entry.get("encoding")
+    if not isinstance(name, str) or not isinstance(member, str):
+        raise bad(f"entry {name!r} needs a \"path\" and a \"member\" string")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"entry {name!r}: shape {shape!r} is not a list of non-negative ints")
+    if dtype not in ("float32", "float16", "float64", "int32", "int64") or encoding not in _ENCODINGS:
+        raise bad(f"entry {name!r}: dtype {dtype!r} / encoding {encoding!r} not supported")
+    checksum = entry.get("sha256")
+    if version >= 2 and not (isinstance(checksum, str) and len(checksum) == 64):
+        raise bad(f"entry {name!r} has no sha256 checksum")
+    n = math.prod(shape)
+    if encoding == "codes":
+        bits = entry.get("bits")
+        if type(bits) is not int or not 1 <= bits <= 8:
+            raise bad(f"entry {name!r}: bits {bits!r} not in 1..8")
+        values = value_sets.value_set(bits)
+        if not isinstance(entry.get("values"), list) or not np.array_equal(
+            np.asarray(entry["values"], np.float64).astype(np.float32), values
+        ) or dtype != "float32":
+            raise bad(f"entry {name!r}: the values are not value_set({bits}) as float32")
+        data = _read_member(archive, member, math.ceil(n * bits / 8), None, bad)
     else:
-        raise ValueError(f"Invalid path={path!r}: unknown encoding {entry['encoding']!r}.")
-    if array.shape != shape or array.dtype.name != entry["dtype"]:
-        raise ValueError(f"Invalid path={path!r}: bad shape or dtype for {entry['path']!r}.")
-    return array
+        info = archive.getinfo(member) if member in archive.namelist() else None
+        if info is None:
+            raise bad(f"no member {member!r}")
+        body = n * np.dtype(dtype).itemsize
+        if not body < info.file_size <= body + _MAX_NPY_HEADER:
+            raise bad(f"member {member!r} holds {info.file_size} bytes; shape {shape} implies {body} + header")
+        data = _read_member(archive, member, info.file_size, None, bad)
+    if checksum is not None and hashlib.sha256(data).hexdigest() != checksum:
+        raise bad(f"member {member!r} does not match its sha256")
+    if encoding == "codes":
+        return values[unpack_codes(data, bits, n)].reshape(shape)
+    stream = io.BytesIO(data)
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        header = (np.lib.format.read_array_header_1_0 if major == 1 else
+                  np.lib.format.read_array_header_2_0)(stream)
+    except ValueError as error:
+        raise bad(f"member {member!r} is not a .npy file ({error})") from error
+    if header != (tuple(shape), False, np.dtype(dtype)) or len(data) - stream.tell() != body:
+        raise bad(f"member {member!r}: its header {header} does not match its entry")
+    return np.frombuffer(data, dtype, count=n, offset=stream.tell()).reshape(shape)

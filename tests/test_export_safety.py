@@ -1,0 +1,208 @@
+"""Exports refuse what would lose data or lie: overwritten inputs, non-finite weights,
+untrusted packed files; and their files get ordinary modes and sizes."""
+
+import hashlib
+import io
+import json
+import os
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import slb_keras
+from slb_keras import export
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(6, name="fc"),
+        slb_keras.SLBDense(4, wbits=2, input_quantizer="ste_sign", name="slb"),
+    ])
+
+
+# -- command line: outputs that are the input or each other ------------------------------
+
+
+def test_command_line_refuses_outputs_that_are_the_model_or_each_other(tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    tiny_model().save(model_path)
+    original = model_path.read_bytes()
+    os.symlink(model_path, tmp_path / "link.keras")
+    os.link(model_path, tmp_path / "hard.tflite")
+    (tmp_path / "sub").mkdir()
+    model, out = f"--model={model_path}", f"--out={tmp_path / 'm.tflite'}"
+    cases = [
+        [model, f"--out={model_path}"],
+        [model, f"--out={tmp_path / 'sub' / '..' / 'm.keras'}"],
+        [model, f"--out={tmp_path / 'link.keras'}"],  # a symbolic link to the model
+        [model, f"--out={tmp_path / 'hard.tflite'}"],  # a hard link to the model
+        [model, out, f"--packed={model_path}"],
+        [model, out, f"--packed={tmp_path / 'm.tflite'}"],
+    ]
+    before = sorted(os.listdir(tmp_path))
+    for argv in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            export.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "same file" in err, err
+    assert sorted(os.listdir(tmp_path)) == before
+    assert model_path.read_bytes() == original
+
+
+# -- non-finite weights ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exporter", [slb_keras.export_tflite, slb_keras.export_packed])
+@pytest.mark.parametrize("layer, variable", [("slb", "kernel_logits"), ("fc", "kernel"), ("fc", "bias")])
+def test_non_finite_weights_are_refused_naming_the_layer(exporter, layer, variable, tmp_path):
+    model = tiny_model()
+    target = getattr(model.get_layer(layer), variable)
+    values = target.numpy()
+    values.flat[1] = np.nan if variable != "bias" else np.inf
+    target.assign(values)
+    kind = "logits" if variable == "kernel_logits" else "weights"
+    with pytest.raises(ValueError, match=rf"layer '{layer}' has non-finite {kind}"):
+        exporter(model, tmp_path / "out.file")
+    assert os.listdir(tmp_path) == []
+
+
+# -- load_packed trusts nothing ------------------------------------------------------------------
+
+
+def rewrite(path, edit_manifest=None, members=None, stored_manifest=False):
+    """Rewrites a packed file: manifest edited in place, members replaced (checksums kept)."""
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        data = {name: archive.read(name) for name in archive.namelist() if name != "manifest.json"}
+    if edit_manifest is not None:
+        manifest = edit_manifest(manifest) or manifest
+    data.update(members or {})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(
+            "manifest.json", json.dumps(manifest),
+            zipfile.ZIP_STORED if stored_manifest else zipfile.ZIP_DEFLATED,
+        )
+        for name, content in data.items():
+            archive.writestr(name, content)
+    return manifest
+
+
+@pytest.fixture
+def packed_file(tmp_path):
+    model = tiny_model()
+    slb_keras.export_packed(model, tmp_path / "m.slb")
+    return tmp_path / "m.slb"
+
+
+def entry_of(manifest, encoding):
+    return next(e for e in manifest["weights"] if e["encoding"] == encoding)
+
+
+def set_key(encoding, key, value):
+    def edit(manifest):
+        entry_of(manifest, encoding)[key] = value
+
+    return edit
+
+
+def drop_key(encoding, key):
+    def edit(manifest):
+        del entry_of(manifest, encoding)[key]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["weights"], "list, not an object"),
+        (lambda m: m.update(weights={"a": 1}), "\"weights\" list"),
+        (lambda m: m["weights"].__setitem__(0, [1, 2]), "not an object"),
+        (drop_key("codes", "member"), "\"member\" string"),
+        (drop_key("raw", "sha256"), "no sha256"),
+        (set_key("codes", "values", [-1.0, -0.5, 0.5, 1.0]), r"not value_set\(2\)"),
+        (set_key("codes", "bits", 9), "bits 9"),
+        (set_key("codes", "member", "weights/missing.bin"), "no member"),
+        (set_key("codes", "shape", [8, 5]), "implies 10"),
+        (set_key("raw", "shape", [100000, 100000]), "implies 40000000000"),
+        (set_key("raw", "shape", [-8, 6]), "non-negative"),
+        (set_key("raw", "dtype", "object"), "dtype 'object'"),
+        (set_key("codes", "sha256", "0" * 64), "sha256"),
+    ],
+)
+def test_load_packed_checks_every_field(packed_file, edit, message):
+    rewrite(packed_file, edit)
+    with pytest.raises(ValueError, match=message):
+        slb_keras.load_packed(packed_file)
+
+
+def test_load_packed_refuses_a_lying_npy_header_and_a_deflate_bomb(packed_file, tmp_path):
+    with zipfile.ZipFile(packed_file) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    raw = entry_of(manifest, "raw")
+    # A header claiming (100000, 100000) in a member of the right size and checksum.
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f4", "fortran_order": False, "shape": (100000, 100000)})
+    lying = buffer.getvalue() + b"\0" * (4 * 48)  # fc/kernel: 8 x 6 float32
+
+    def same_checksum(m):
+        entry_of(m, "raw")["sha256"] = hashlib.sha256(lying).hexdigest()
+
+    rewrite(packed_file, same_checksum, {raw["member"]: lying})
+    with pytest.raises(ValueError, match="header|implies"):
+        slb_keras.load_packed(packed_file)
+    # A manifest that inflates to 65 MiB is refused before it is inflated.
+    bomb = tmp_path / "bomb.slb"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", b" " * (65 * 2**20))
+    assert os.path.getsize(bomb) < 2**20
+    with pytest.raises(ValueError, match="claims 68157440 bytes"):
+        slb_keras.load_packed(bomb)
+    # A deflated weight member is refused (weights are stored, so bounded by the file).
+    slb_keras.export_packed(tiny_model(), packed_file)
+    with zipfile.ZipFile(packed_file) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(packed_file, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in contents.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError, match="stored"):
+        slb_keras.load_packed(packed_file)
+
+
+def test_packed_file_still_loads_exactly(packed_file):
+    model = tiny_model()
+    rebuilt = slb_keras.load_packed(packed_file)
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    np.testing.assert_array_equal(
+        rebuilt.predict(x, verbose=0), slb_keras.to_inference_model(model).predict(x, verbose=0))
+
+
+# -- modes and sizes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_exported_files_get_the_umask_mode(umask, mode, tmp_path):
+    old = os.umask(umask)
+    try:
+        tflite = slb_keras.export_tflite(tiny_model(), tmp_path / "m.tflite")
+        packed = slb_keras.export_packed(tiny_model(), tmp_path / "m.slb")
+    finally:
+        os.umask(old)
+    assert os.stat(tflite.path).st_mode & 0o777 == mode
+    assert os.stat(packed.path).st_mode & 0o777 == mode
+
+
+def test_a_tiny_models_packed_file_is_not_larger_than_its_tflite(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = keras.Sequential([keras.Input((8,)), slb_keras.SLBDense(4, wbits=1)])
+        tflite = slb_keras.export_tflite(model, tmp_path / "m.tflite")
+        packed = slb_keras.export_packed(model, tmp_path / "m.slb")
+    assert packed.file_bytes <= tflite.file_bytes
