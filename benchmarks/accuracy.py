@@ -40,7 +40,7 @@ VARIANTS = {
     "slb": ("slb", {}),
     "slb_old": ("slb", {
         "temperature_end": 10.0, "temperature_end_fraction": 0.9, "lr_schedule": "cosine",
-        "weight_decay_mode": "decoupled", "block": "standard",
+        "weight_decay_mode": "decoupled", "block": "standard", "optimizer": "sgd",
     }),
     # ablations of the recipe (one change each)
     "slb_cosine": ("slb", {"lr_schedule": "cosine"}),
@@ -54,6 +54,7 @@ VARIANTS = {
     "ste_standard": ("ste", {"block": "standard"}),
     "slb_quadratic": ("slb", {"logits_init": "quadratic"}),
     "slb_adam": ("slb", {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
+    "slb_sgd": ("slb", {"optimizer": "sgd"}),  # the CIFAR recipe's SGD (lr 0.02, coupled 5e-4)
 }
 
 
