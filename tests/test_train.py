@@ -146,6 +146,13 @@ def test_short_budget_recipe_and_explicit_temperature_flags():
         (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 1000.0, 0.6)
     ]
     assert {c.lr_schedule for c in short.values()} == {"cosine"}  # step at the authors' budget
+    assert {(c.optimizer, c.lr, c.weight_decay) for c in short.values()} == {("adam", 1e-3, 0.0)}
+    ste = training.resolve(training.Config(method="ste", epochs=6))
+    assert (ste.optimizer, ste.lr, ste.weight_decay, ste.lr_schedule) == ("sgd", 0.02, 5e-4, "cosine")
+    sgd = training.resolve(training.Config(epochs=6, optimizer="sgd"))  # the recipe's own lr and decay
+    assert (sgd.lr, sgd.weight_decay) == (0.02, 5e-4)
+    adam = training.resolve(training.Config(optimizer="adam"))  # not the recipe's: Adam's lr
+    assert (adam.lr, adam.weight_decay, adam.lr_schedule) == (1e-3, 0.0, "step")
     assert training.resolve(training.Config(epochs=400)).lr_schedule == "step"
     assert training.resolve(training.Config(epochs=6, lr_schedule="step")).lr_schedule == "step"
     literal = training.resolve(training.Config(epochs=6, temperature_speed=1.5))
