@@ -78,6 +78,7 @@ flags.DEFINE_bool("deterministic", False, "Op determinism: bit-identical reruns 
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_bool("export", False, "Also write model.tflite.")
+flags.DEFINE_bool("show_recipe", False, "Print the resolved settings (flags + the model's recipe) and exit.")
 
 FLAGS = flags.FLAGS
 
@@ -102,6 +103,12 @@ def main(argv):
     import training
 
     try:
+        if FLAGS.show_recipe:
+            config = training.resolve(training.config_from(FLAGS))
+            print(training.describe(config))
+            for name, value in sorted(training.run_settings(config).items()):
+                print(f"  --{name}={value}")
+            return
         training.run(FLAGS)
     except (training.UsageError, input_pipeline.DatasetNotFoundError) as error:
         _fail(error)

@@ -187,7 +187,18 @@ def test_resnet18_step_schedule_decays_at_epochs_70_90_110():
 def test_flags_and_config_have_the_same_fields():
     flag_names = {flag.name for flag in train.FLAGS.get_flags_for_module(train)}
     config_names = set(training.Config.__dataclass_fields__)
-    assert flag_names == config_names - {"lr_step_epochs", "verbose"}
+    assert flag_names - {"show_recipe"} == config_names - {"lr_step_epochs", "verbose"}
+
+
+def test_show_recipe_prints_the_resolved_settings_and_writes_nothing(tmp_path):
+    result = _train_py(["--model=resnet20", "--wbits=2", "--abits=32", "--show_recipe",
+                        f"--model_dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("resnet20 (convprelubn blocks), slb W2/A32 (float inputs), cifar10, 400 epochs")
+    assert "tau 0.01 x 1.05 per epoch over 40%-90% of training [the authors' recipe]" in lines[0]
+    assert "  --temperature_speed=1.05" in lines and "  --weight_decay_mode=coupled" in lines
+    assert not (tmp_path / "run").exists()
 
 
 # --- end to end -----------------------------------------------------------------------

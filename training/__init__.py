@@ -33,8 +33,11 @@ Modules (each imports only those above it):
 Example:
 
 >>> import training
->>> training.resolve(training.Config(model="resnet20", epochs=3)).lr
+>>> training.resolve(training.Config(model="resnet20")).lr  # the authors' SGD at their 400 epochs
 0.1
+>>> config = training.resolve(training.Config(model="resnet20", epochs=3))  # a short budget
+>>> config.optimizer, config.lr, config.temperature_end
+('adam', 0.001, 200.0)
 """
 
 from training.config import (
@@ -46,6 +49,7 @@ from training.config import (
     Config,
     UsageError,
     config_from,
+    describe,
     resolve,
     run_settings,
 )
@@ -67,6 +71,7 @@ from training.runner import temperature_arguments
 from training.strategy import make_strategy
 
 __all__ = [
+    "describe",
     "temperature_arguments",
     "BACKUP_DIR",
     "FLAGS_FILE",

@@ -18,7 +18,7 @@ import tensorflow as tf
 import input_pipeline
 import models
 import slb_keras
-from training.config import UsageError, config_from, invalid_flag, resolve
+from training.config import UsageError, config_from, describe, invalid_flag, resolve
 from training.keras_fixes import multi_worker_fixes
 from training.optimization import make_optimizer
 from training.run_dir import (
@@ -101,6 +101,8 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
         return done
     create_model_dir(config, is_chief)
+    if is_chief:
+        print(describe(config), flush=True)
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
