@@ -52,7 +52,7 @@ import warnings
 import keras
 import numpy as np
 from slb_keras import checks
-from slb_keras import layers as slb_layers
+from slb_keras import layers as slb_layers_lib
 from slb_keras import quantizers
 from slb_keras import value_sets
 from slb_keras.normalization import StateBatchNormalization
@@ -61,10 +61,10 @@ INITS = ("float", "random")
 
 # The Keras layers quantize_model converts, and their SLB versions.
 CONVERTIBLE = {
-    keras.layers.Conv1D: slb_layers.SLBConv1D,
-    keras.layers.Conv2D: slb_layers.SLBConv2D,
-    keras.layers.DepthwiseConv2D: slb_layers.SLBDepthwiseConv2D,
-    keras.layers.Dense: slb_layers.SLBDense,
+    keras.layers.Conv1D: slb_layers_lib.SLBConv1D,
+    keras.layers.Conv2D: slb_layers_lib.SLBConv2D,
+    keras.layers.DepthwiseConv2D: slb_layers_lib.SLBDepthwiseConv2D,
+    keras.layers.Dense: slb_layers_lib.SLBDense,
 }
 
 # Layers with a weight kernel (checks.KERNEL_LAYERS) are the candidates for
@@ -179,14 +179,14 @@ def quantize_model(
     _warn_sign_after_relu(plan, leaves, producers)
     new_of = {id(old): new for old, new in pairs}
     for old, new in pairs:
-        if isinstance(new, slb_layers.SLBLayerMixin) and not isinstance(
-            old, slb_layers.SLBLayerMixin
+        if isinstance(new, slb_layers_lib.SLBLayerMixin) and not isinstance(
+            old, slb_layers_lib.SLBLayerMixin
         ):
             continue  # done below, once the batch norms hold their float values
         _copy_weights(old, new, init)
     for old, new in pairs:
-        if isinstance(new, slb_layers.SLBLayerMixin) and not isinstance(
-            old, slb_layers.SLBLayerMixin
+        if isinstance(new, slb_layers_lib.SLBLayerMixin) and not isinstance(
+            old, slb_layers_lib.SLBLayerMixin
         ):
             follower = _sole(consumers.get(id(old)))
             fold = follower is not None and _can_fold(old, follower)
@@ -320,7 +320,7 @@ def _plan(leaves, default, skip_first_last, config):
                 )
             plan[id(layer)] = "sbn"
             continue
-        if entry is None or isinstance(layer, slb_layers.SLBLayerMixin):
+        if entry is None or isinstance(layer, slb_layers_lib.SLBLayerMixin):
             continue
         if not isinstance(layer, checks.KERNEL_LAYERS):
             if entry != ():
@@ -482,9 +482,10 @@ def _copy_weights(old, new, init):
         # the layers after a quantized one by _fold_into_batch_norm).
         for name in ("gamma", "beta", "moving_mean", "moving_variance"):
             if getattr(old, name, None) is not None:
-                getattr(new, name).assign(getattr(old, name))
-        new.hard_moving_mean.assign(old.moving_mean)
-        new.hard_moving_variance.assign(old.moving_variance)
+                getattr(new, name).assign(_numpy(getattr(old, name)))
+        # NumPy copies: on JAX a variable assigned another one shares its buffer.
+        new.hard_moving_mean.assign(_numpy(old.moving_mean))
+        new.hard_moving_variance.assign(_numpy(old.moving_variance))
         new.calibrated.assign(1.0 if init == "float" else 0.0)
         return
     weights = old.get_weights()
@@ -570,7 +571,7 @@ def _fit(matrix, approx):
 def _init_slb_layer(old, new, init, bn):
     """Copies the bias and, for init="float", sets the logits and folds the scales."""
     if getattr(old, "use_bias", False):
-        new.bias.assign(old.bias)
+        new.bias.assign(_numpy(old.bias))
     if init == "random":
         return
     kernel = _numpy(old.kernel)

@@ -164,9 +164,11 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
         >>> bn.inference_statistics()[0].numpy().tolist()
         [1.0, 2.0, 3.0]
         """
-        use_hard = ops.greater(self.calibrated, 0.5)
-        mean = ops.where(use_hard, self.hard_moving_mean, self.moving_mean)
-        variance = ops.where(use_hard, self.hard_moving_variance, self.moving_variance)
+        use_hard = ops.greater(self.calibrated.value, 0.5)
+        mean = ops.where(use_hard, self.hard_moving_mean.value, self.moving_mean.value)
+        variance = ops.where(
+            use_hard, self.hard_moving_variance.value, self.moving_variance.value
+        )
         return mean, variance
 
     def call(self, inputs, training=None, mask=None):

@@ -22,7 +22,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from slb_keras import layers as slb_layers
+from slb_keras import layers as slb_layers_lib
 from slb_keras.normalization import StateBatchNormalization
 
 FLOAT_BITS = 32
@@ -217,7 +217,7 @@ def _roles(layer):
     """
     roles = {}
     for sub in layer._flatten_layers(include_self=True, recursive=True):
-        if isinstance(sub, slb_layers.SLBLayerMixin) and sub.built:
+        if isinstance(sub, slb_layers_lib.SLBLayerMixin) and sub.built:
             roles[id(sub.kernel_logits)] = sub.wbits
             roles[id(sub.temperature)] = None
         elif isinstance(sub, StateBatchNormalization) and sub.built:
@@ -254,7 +254,7 @@ def _layer_summary(name, layer, variables, params_by_bits):
     else:
         row_wbits = FLOAT_BITS if params and not wbits else None
     abits = None
-    if isinstance(layer, slb_layers.SLBLayerMixin):
+    if isinstance(layer, slb_layers_lib.SLBLayerMixin):
         quantizer = layer.input_quantizer
         abits = FLOAT_BITS if quantizer is None else getattr(quantizer, "bits", None)
     return LayerSummary(

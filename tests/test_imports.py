@@ -1,0 +1,112 @@
+"""The package's import graph: one way (no cycle), every module importable alone."""
+
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "slb_keras"
+
+
+def _module_name(path):
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def _top_level_imports(path):
+    """slb_keras modules imported when `path` is imported (module level, not in functions)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:  # module level only: imports inside functions run later
+        if isinstance(node, ast.Try):
+            nodes = node.body + [n for handler in node.handlers for n in handler.body]
+        elif isinstance(node, ast.If):
+            nodes = node.body + node.orelse
+        else:
+            nodes = [node]
+        for item in nodes:
+            if isinstance(item, ast.Import):
+                found.update(alias.name for alias in item.names if alias.name.startswith("slb_keras"))
+            elif isinstance(item, ast.ImportFrom) and item.module and item.module.startswith("slb_keras"):
+                for alias in item.names:
+                    candidate = f"{item.module}.{alias.name}"
+                    is_module = (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
+                    found.add(candidate if is_module else item.module)
+    return found
+
+
+def _graph():
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        # Importing a submodule imports its package first, but the package is not
+        # the submodule's dependency: drop the edges to slb_keras itself.
+        graph[name] = {dep for dep in _top_level_imports(path) if dep != "slb_keras" and dep != name}
+    return graph
+
+
+def _cycle(graph):
+    """A list of modules forming a cycle, or None."""
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                return trail[trail.index(dep):] + [dep] if dep in trail else [node, dep]
+            if dep not in state:
+                found = visit(dep, trail + [dep])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
+def test_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    assert "slb_keras.layers" in graph and "slb_keras.calibration" in graph["slb_keras.callbacks"]
+    assert _cycle(graph) is None, _cycle(graph)
+
+
+def test_layer_modules_do_not_import_export_or_training():
+    graph = _graph()
+    core = ("layers", "normalization", "quantizers", "ops", "value_sets", "checks", "calibration", "callbacks", "conversion")
+    for name in core:
+        deps = graph[f"slb_keras.{name}"]
+        assert not {d for d in deps if "export" in d or "tflite" in d or d.startswith("training")}, (name, deps)
+
+
+@pytest.mark.slow
+def test_each_module_imports_alone():
+    names = sorted(n for n in _graph() if n != "slb_keras")
+    script = (
+        "import importlib, json, subprocess, sys\n"
+        f"names = {names!r}\n"
+        "failed = {}\n"
+        "for name in names:\n"
+        "    code = f'import {name}'\n"
+        "    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)\n"
+        "    if run.returncode:\n"
+        "        failed[name] = run.stderr[-500:]\n"
+        "print(json.dumps(failed))\n"
+    )
+    # Each module in a fresh interpreter, so no module is found already imported.
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {}
