@@ -1,9 +1,13 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written and do what their comments say."""
 
 import pathlib
 import re
 
+import keras
+import numpy as np
 import pytest
+
+import slb_keras
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -13,8 +17,61 @@ def test_readme_has_examples():
     assert len(BLOCKS) >= 1
 
 
+def _check_model(model):
+    """SLB layers whose deployed weights are values of the value set."""
+    layers = slb_keras.slb_layers(model)
+    assert layers, "the example's model has no SLB layer"
+    for layer in layers:
+        hard = np.unique(layer.hard_kernel().numpy())
+        assert set(hard.tolist()) <= set(slb_keras.value_set(layer.wbits).tolist()), layer.name
+
+
+def _check_saved(block, model):
+    """Every `model.save("file")` wrote a file that loads with the same weights."""
+    for name in re.findall(r'model\.save\("([^"]+)"\)', block):
+        loaded = keras.models.load_model(name)
+        for a, b in zip(model.weights, loaded.weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _check_fit(namespace):
+    history = namespace["history"].history
+    tau = history.get("temperature")
+    if tau is not None:
+        assert tau == sorted(tau) and tau[0] < tau[-1], tau  # the schedule grows tau
+    for key in ("slb_max_prob",):
+        if key in history:
+            assert all(0.0 < v <= 1.0 for v in history[key]), history[key]
+
+
+def _check_calibrated(model):
+    bns = [layer for layer in model.layers if isinstance(layer, slb_keras.StateBatchNormalization)]
+    assert bns and all(float(bn.calibrated.numpy()) == 1.0 for bn in bns)
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write files (models, exports) here
+    block = BLOCKS[index]
     namespace = {"__name__": f"readme_example_{index}"}
-    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), namespace)
+    exec(compile(block, f"README.md[python block {index}]", "exec"), namespace)
+    model = namespace.get("model")
+    assert isinstance(model, keras.Model), "every example builds a `model`"
+    _check_model(model)
+    _check_saved(block, model)
+    if "history" in namespace:
+        _check_fit(namespace)
+    if "calibrate_bn(" in block:
+        _check_calibrated(model)
+    if "interpreter" in namespace:  # the TFLite model computes what the Keras model does
+        x, y = namespace["x"], namespace["y"]
+        assert np.abs(y - model.predict(x, verbose=0)).max() < 1e-4
+    if "rebuilt" in namespace:  # the packed file holds the same network
+        x = namespace["x"]
+        np.testing.assert_array_equal(
+            namespace["rebuilt"].predict(x, verbose=0),
+            slb_keras.to_inference_model(model).predict(x, verbose=0),
+        )
+    report = namespace.get("report")
+    if isinstance(report, slb_keras.ModelSummary):
+        assert report.compression_ratio > 1.0 and report.logits > 0
