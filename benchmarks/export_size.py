@@ -69,13 +69,13 @@ def _network(args):
     import slb_keras
 
     if args.model_path:
-        return keras.models.load_model(args.model_path)
+        return keras.models.load_model(args.model_path, compile=False)  # no optimizer needed
     shape = (args.image_size, args.image_size, 3)
     if args.model == "mobilenet_v2":
         float_model = keras.applications.MobileNetV2(
-            input_shape=shape, weights=None, classes=10, alpha=1.0
+            input_shape=shape, weights=None, classes=10, alpha=1.0, classifier_activation=None
         )
-        return slb_keras.quantize_model(float_model, wbits=args.wbits, abits=32)
+        return slb_keras.quantize_model(float_model, wbits=args.wbits, abits=32)  # BN: see main
     return models.get_model(args.model, method="slb", wbits=args.wbits, abits=args.abits,
                             input_shape=shape, num_classes=10)
 
@@ -175,10 +175,10 @@ def _lce_run(python, path, x, runs):
             "sys.modules['larq_compute_engine'] = package\n"
             "from larq_compute_engine.tflite.python.interpreter import Interpreter\n"
             "x = np.load(sys.argv[2]); data = open(sys.argv[1], 'rb').read()\n"
-            "batch = Interpreter(data, num_threads=1, use_indirect_bgemm=True)\n"
+            "batch = Interpreter(data, num_threads=1, use_indirect_bgemm=True, use_xnnpack=True)\n"
             "y = np.concatenate([batch.predict(x[i:i + 1]) for i in range(len(x))])\n"
             "np.save(sys.argv[3], y)\n"
-            "one = Interpreter(data, num_threads=1, use_indirect_bgemm=True)\n"
+            "one = Interpreter(data, num_threads=1, use_indirect_bgemm=True, use_xnnpack=True)\n"
             "t = []\n"
             "for i in range(int(sys.argv[4]) + 3):\n"
             "    s = time.perf_counter(); one.predict(x[i % len(x)][None]); t.append(time.perf_counter() - s)\n"
@@ -199,6 +199,12 @@ def main(argv=None):
     model = _network(args)
     shape = tuple(model.inputs[0].shape[1:])
     x = _images(args, shape)
+    if args.model == "mobilenet_v2" and not args.model_path:
+        # Untrained: give its batch norms the statistics of these images, so that
+        # activations keep their scale through the network.
+        import tensorflow as tf
+
+        slb_keras.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(32))
     expected = model.predict(x, verbose=0)
     report = {"model": args.model_path or args.model, "input_shape": list(shape),
               "dataset": args.dataset, "images": len(x), "runs": args.runs, "configs": {}}
