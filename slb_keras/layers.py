@@ -32,8 +32,6 @@ from slb_keras import ops as slb_ops
 from slb_keras import quantizers
 from slb_keras import value_sets
 
-INFERENCE_KERNELS = ("hard", "soft")
-
 
 class SLBLayerMixin:
     """Shared SLB behaviour; put it before the Keras layer class in the bases.
