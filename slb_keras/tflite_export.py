@@ -142,16 +142,22 @@ def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
             )
         )
         if plan.border is not None:
-            for part, values in (("border", plan.border), ("ones", plan.ones)):
-                stored.append(
-                    tflite_flatbuffer.IntegerKernel(
-                        input_name=f"slb_{part}_{i}",
-                        name=f"{plan.entry.layer.name}/{part}",
-                        integers=values,
-                        scale=np.float32(1.0),
-                        route="float",
-                    )
+            stored.append(
+                tflite_flatbuffer.IntegerKernel(
+                    input_name=f"slb_border_{i}",
+                    name=f"{plan.entry.layer.name}/border",
+                    integers=plan.border,
+                    scale=np.float32(1.0),
+                    route="float",
                 )
+            )
+    for key, ones in _ones_maps(plans).items():  # one per input size, shared
+        stored.append(
+            tflite_flatbuffer.IntegerKernel(
+                input_name=f"slb_ones_{key}", name=f"slb_ones_{key}", integers=ones,
+                scale=np.float32(1.0), route="float",
+            )
+        )
     input_names = [x.name for x in inference.inputs]
     data = tflite_flatbuffer.insert_integer_kernels(data, stored, input_names)
     tflite_flatbuffer.check_integer_kernels(data, stored)
@@ -245,30 +251,46 @@ def kernel_input_model(inference, plans):
 
     Inputs: "input_<i>" (the model's inputs, any batch size), then
     "slb_kernel_<j>" for `plans[j]` (its codes as fed) and, for an integer-route
-    layer with padding, "slb_border_<j>" and "slb_ones_<j>". Every other layer is the inference
-    model's own (shared weights).
+    layer with padding, "slb_border_<j>"; last, a map of ones "slb_ones_<size>" per
+    input size of those layers. Every other layer is the inference model's own
+    (shared weights).
     """
     images = [
         keras.Input(batch_shape=(None,) + tuple(x.shape[1:]), dtype=x.dtype, name=f"input_{i}")
         for i, x in enumerate(inference.inputs)
     ]
     fed, replaced = [], {}
+    ones = {
+        key: keras.Input(batch_shape=values.shape, name=f"slb_ones_{key}")
+        for key, values in _ones_maps(plans).items()
+    }
     for j, plan in enumerate(plans):
         kernel = keras.Input(batch_shape=plan.codes.shape, name=f"slb_kernel_{j}")
         fed.append(kernel)
         border = None
         if plan.border is not None:
-            border = [
-                keras.Input(batch_shape=values.shape, name=f"slb_{part}_{j}")
-                for part, values in (("border", plan.border), ("ones", plan.ones))
-            ]
-            fed.extend(border)
+            border = [keras.Input(batch_shape=plan.border.shape, name=f"slb_border_{j}"),
+                      ones[_ones_key(plan, j)]]
+            fed.append(border[0])
         apply = _apply_integer if plan.integer else _apply_kernel
         replaced[id(plan.entry.layer)] = functools.partial(
             apply, plan.entry.layer, plan.to_keras(kernel), plan, border
         )
     outputs = _run_graph(inference, images, replaced)
-    return keras.Model(images + fed, outputs, name=f"{inference.name}_kernel_inputs")
+    return keras.Model(images + fed + list(ones.values()), outputs, name=f"{inference.name}_kernel_inputs")
+
+
+def _ones_key(plan, j):
+    """Integer-route layers with padding share a map of ones per 2D input size."""
+    if plan.ones.ndim == 4:
+        return "x".join(str(d) for d in plan.ones.shape[1:3])
+    return f"layer{j}"  # Conv1D: the converter reshapes it for that layer
+
+
+def _ones_maps(plans):
+    return {
+        _ones_key(plan, j): plan.ones for j, plan in enumerate(plans) if plan.border is not None
+    }
 
 
 def _run_graph(model, inputs, replaced):
@@ -302,7 +324,7 @@ def _apply_integer(layer, kernel, plan, border, inputs):
     channels (`border`: [Q summed, ones]). All integers below 2**24: exact in
     float32. Then times 1/(m - 1) for multi-bit weights, the bias and activation.
     """
-    bits = ops.multiply(ops.add(inputs, 1.0), 0.5)
+    bits = ops.relu(inputs)  # (s + 1) / 2 for s = +-1, in one op
     outputs = ops.round(_linear(layer, kernel, bits))
     if border is None:
         correction = plan.constant
