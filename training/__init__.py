@@ -21,9 +21,12 @@ matches an uninterrupted run (bit for bit with `deterministic=True` on CPU).
 
 Modules (each imports only those above it):
 
-- `recipes`: `RECIPES`, the paper's settings of each model.
+- `recipes`: `RECIPES` (the authors' settings of each model), `budget_defaults` and
+  `temperature_defaults` (the short-budget recipe, the authors' speeds).
 - `config`: `Config`, `config_from`, `resolve` (recipe defaults + validation),
   `run_settings`, `UsageError`.
+- `schedule`: `temperature_arguments`, `describe`, `recipe_record` (what a resolved
+  config implies).
 - `optimization`: `make_lr_schedule`, `make_optimizer`.
 - `run_dir`: the run's file names, atomic writes (`write_json`), model_dir checks.
 - `strategy`: `make_strategy`, `worker_role`.
@@ -49,7 +52,6 @@ from training.config import (
     Config,
     UsageError,
     config_from,
-    describe,
     resolve,
     run_settings,
 )
@@ -67,7 +69,7 @@ from training.run_dir import (
     write_json,
 )
 from training.runner import run
-from training.runner import temperature_arguments
+from training.schedule import describe, temperature_arguments
 from training.strategy import make_strategy
 
 __all__ = [

@@ -18,6 +18,7 @@ from training.recipes import RECIPES
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+MIN_IMAGE_SIZE = 8  # the smallest image side the networks take
 TEMPERATURE_SCHEDULES = ("exp", "cos", "linear")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
@@ -193,7 +194,7 @@ def resolve(config):
         ("epochs", 1),
         ("batch_size", 1),
         ("steps_per_epoch", 1),
-        ("image_size", 8),
+        ("image_size", MIN_IMAGE_SIZE),
         ("bn_calibration_steps", 0),
         ("temperature_restarts", 0),
         ("seed", 0),
@@ -269,47 +270,6 @@ def resolve(config):
         name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_name}"
         config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
     return config
-
-
-def describe(config):
-    """One line saying what a resolved `config` trains, with the recipe values it took.
-
-    Example:
-
-    >>> print(describe(resolve(Config(dataset="digits", epochs=6))))
-    vgg_small (conv blocks), slb W1/A1 (sign inputs), digits, 6 epochs, batch 100: adam lr 0.001 cosine, weight decay 0 (coupled); tau 0.01 -> 200 (exp) over 30%-60% of training [short-budget recipe: below the authors' 400 epochs]
-    """
-    if config.method == "fp" or config.abits == 32:
-        inputs = "float inputs"
-    elif config.abits == 1:
-        inputs = "sign inputs"
-    else:
-        inputs = f"{config.activation_quantizer}{config.abits} inputs"
-    text = (
-        f"{config.model} ({config.block} blocks), {config.method} W{config.wbits}/A{config.abits} "
-        f"({inputs}), {config.dataset}, {config.epochs} epochs, batch {config.batch_size}: "
-        f"{config.optimizer} lr {config.lr:g} {config.lr_schedule}, weight decay "
-        f"{config.weight_decay:g} ({config.weight_decay_mode})"
-    )
-    if config.method == "slb":
-        window = f"{config.temperature_start_fraction:.0%}-{config.temperature_end_fraction:.0%} of training"
-        if config.temperature_speed is not None:
-            text += f"; tau {config.temperature_start:g} x {config.temperature_speed:g} per epoch over {window}"
-        else:
-            text += (
-                f"; tau {config.temperature_start:g} -> {config.temperature_end:g} "
-                f"({config.temperature_schedule}) over {window}"
-            )
-        if config.hard_epochs:
-            text += f", then {config.hard_epochs} hard epochs"
-    elif config.method == "ste" and config.ste_clip:
-        text += "; latent weights clipped to [-1, 1]"
-    budget = RECIPES[config.model]["epochs"]
-    if recipes.is_short_budget(config.model, config.epochs):
-        text += f" [short-budget recipe: below the authors' {budget} epochs]"
-    else:
-        text += " [the authors' recipe]"
-    return text
 
 
 def run_settings(config):

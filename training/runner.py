@@ -18,7 +18,8 @@ import tensorflow as tf
 import input_pipeline
 import models
 import slb_keras
-from training.config import UsageError, config_from, describe, invalid_flag, resolve
+from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
+from training import schedule
 from training.keras_fixes import multi_worker_fixes
 from training.optimization import make_optimizer
 from training.run_dir import (
@@ -36,7 +37,6 @@ from training.run_dir import (
 )
 from training.strategy import make_strategy, worker_role
 
-MIN_IMAGE_SIZE = 8  # the smallest image side the networks take (as config.resolve's --image_size)
 
 
 def run(flags_or_config, datasets_override=None, strategy_override=None):
@@ -102,7 +102,7 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         return done
     create_model_dir(config, is_chief)
     if is_chief:
-        print(describe(config), flush=True)
+        print(schedule.describe(config), flush=True)
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -261,7 +261,7 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     """
     callbacks = [
         slb_keras.TemperatureScheduler(
-            **temperature_arguments(config, total_steps),
+            **schedule.temperature_arguments(config, total_steps),
         ),
         slb_keras.SLBMetrics(x=calibration_ds, log_dir=log_dir),
     ]
@@ -270,54 +270,13 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     return callbacks
 
 
-def temperature_arguments(config, total_steps):
-    """The `slb_keras.TemperatureScheduler` arguments of a resolved config.
-
-    Example:
-
-    >>> from training.config import Config, resolve
-    >>> arguments = temperature_arguments(resolve(Config(epochs=400)), total_steps=400 * 500)
-    >>> arguments["speed"], arguments["end"], arguments["start_fraction"], arguments["end_fraction"]
-    (1.03, None, 0.3, 0.9)
-    """
-    return dict(
-        start=config.temperature_start,
-        end=config.temperature_end,
-        speed=config.temperature_speed,
-        schedule=config.temperature_schedule,
-        total_steps=total_steps,
-        steps_per_epoch=total_steps // config.epochs,
-        restarts=config.temperature_restarts,
-        start_fraction=config.temperature_start_fraction,
-        end_fraction=config.temperature_end_fraction,
-        hard_fraction=config.hard_epochs / config.epochs,
-    )
-
-
-def _recipe_record(config, steps_per_epoch):
-    """What summary.json adds to the config: the activation quantizer really used and tau's end."""
-    total = config.epochs * steps_per_epoch
-    scheduler = slb_keras.TemperatureScheduler(**temperature_arguments(config, total))
-    if config.method == "fp" or config.abits == 32:
-        quantizer = "none"
-    elif config.abits == 1:
-        quantizer = "sign"
-    else:
-        quantizer = config.activation_quantizer
-    return {
-        "activation_quantizer_used": quantizer,
-        "temperature_final": scheduler.final_temperature() if config.method == "slb" else None,
-        "temperature_form": "speed" if config.temperature_speed is not None else config.temperature_schedule,
-    }
-
-
 def _make_summary(
     config, model, strategy, steps_per_epoch, initial_epoch, epoch_seconds, test_loss, test_accuracy
 ):
     """The run's summary: config, the recipe's derived values, final hard test accuracy, timing."""
     return {
         "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},
-        "recipe": _recipe_record(config, steps_per_epoch),
+        "recipe": schedule.recipe_record(config, steps_per_epoch),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "resumed_from_epoch": initial_epoch,
