@@ -19,7 +19,7 @@ RECIPE = "default: the model's recipe"
 flags.DEFINE_enum("model", "vgg_small", ["vgg_small", "resnet20", "resnet18"], "Network.")
 flags.DEFINE_enum("method", "slb", ["slb", "ste", "fp"], "SLB, the STE baseline or full precision.")
 flags.DEFINE_integer("wbits", 1, "Weight bits of the quantized layers, 1..8.")
-flags.DEFINE_integer("abits", 1, "Activation bits at their inputs, 1..8, or 32 for none.")
+flags.DEFINE_integer("abits", 1, "Activation bits at their inputs, 1..16, or 32 for none.")
 flags.DEFINE_enum("activation_quantizer", None, ["dorefa", "pact"], f"For abits 2..8 ({RECIPE}).")
 flags.DEFINE_enum(
     "block", None, ["conv", "convprelubn", "standard", "bireal"],

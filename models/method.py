@@ -48,7 +48,7 @@ def validate_method(method):
 
 
 def validate_abits(abits):
-    return value_sets.validate_bits(abits, "abits", low=1, high=8, extra=(32,))
+    return value_sets.validate_bits(abits, "abits", low=1, high=16, extra=(32,))  # as slb_keras.quantizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Method:
             straight-through estimator) or "fp" (full precision; `wbits` and
             `abits` are ignored).
         wbits: weight bits of the quantized layers, 1 to 8.
-        abits: activation bits at the input of the quantized layers: 1 to 8, or 32.
+        abits: activation bits at the input of the quantized layers: 1 to 16, or 32.
         activation_quantizer: "dorefa" or "pact" (for abits 2..8; 1 bit is always the sign).
         sbn: for "slb", use `slb_keras.StateBatchNormalization` (separate statistics
             for soft and hard weights) after the quantized layers.

@@ -114,7 +114,7 @@ def resnet20(
     Args:
         method: "slb" (default), "ste" or "fp" (see `models.method.Method`).
         wbits: weight bits of the quantized convs, 1 to 8.
-        abits: activation bits at their inputs, 1 to 8 or 32.
+        abits: activation bits at their inputs, 1 to 16 or 32.
         input_shape: (height, width, channels); height and width >= 8.
         num_classes: size of the (full-precision) classifier, >= 2.
         width_multiplier: scales every conv's filters (1.0 = 16/32/64).

@@ -69,7 +69,7 @@ def resnet18(
     Args:
         method: "slb" (default), "ste" or "fp" (see `models.method.Method`).
         wbits: weight bits of the quantized convs, 1 to 8.
-        abits: activation bits at their inputs, 1 to 8 or 32.
+        abits: activation bits at their inputs, 1 to 16 or 32.
         input_shape: (height, width, channels); height and width >= 32 (the
             network downsamples by 32; lower resolutions are for quick tests).
         num_classes: size of the (full-precision) classifier, >= 2.

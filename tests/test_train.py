@@ -330,7 +330,7 @@ BAD_INPUT = [
     (["--wbits=0"], "wbits=0"),
     (["--wbits=9"], "wbits=9"),
     (["--abits=0"], "abits=0"),
-    (["--abits=12"], "abits=12"),
+    (["--abits=17"], "abits=17"),
     (["--epochs=-1"], "--epochs=-1"),
     (["--batch_size=-8"], "--batch_size=-8"),
     (["--batch_size=0"], "--batch_size=0"),
