@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import slb_keras
-from slb_keras import conversion
+from slb_keras import float_init
 from slb_keras import quantizers
 from slb_keras.normalization import StateBatchNormalization
 
@@ -180,8 +180,8 @@ def test_float_init_puts_the_largest_logit_on_the_nearest_value(bits):
     for name in ("c2", "dw", "d1"):
         old, new = model.get_layer(name), slb.get_layer(name)
         kernel = old.kernel.numpy()
-        matrix = conversion._matrix(old, kernel)
-        scale = conversion.channel_scale(matrix, bits)
+        matrix = float_init._matrix(old, kernel)
+        scale = float_init.channel_scale(matrix, bits)
         projection = slb_keras.codes_to_values(
             slb_keras.values_to_codes(matrix / scale, bits), bits
         ).reshape(kernel.shape)
@@ -203,7 +203,7 @@ def test_channel_scale_minimizes_the_quantization_error():
     rng = np.random.default_rng(1)
     matrix = rng.normal(size=(50, 3)) * np.array([0.1, 1.0, 5.0])
     for bits in (1, 2, 3):
-        scale = conversion.channel_scale(matrix, bits)
+        scale = float_init.channel_scale(matrix, bits)
 
         def error(s):
             q = slb_keras.codes_to_values(slb_keras.values_to_codes(matrix / s, bits), bits)
@@ -212,7 +212,7 @@ def test_channel_scale_minimizes_the_quantization_error():
         best = error(scale)
         for factor in (0.8, 0.95, 1.05, 1.25):
             assert np.all(best <= error(scale * factor) + 1e-9)
-    np.testing.assert_allclose(conversion.channel_scale(matrix, 1), np.abs(matrix).mean(axis=0))
+    np.testing.assert_allclose(float_init.channel_scale(matrix, 1), np.abs(matrix).mean(axis=0))
 
 
 @pytest.mark.parametrize("layer_name", ["conv", "depthwise", "dense"])

@@ -1,0 +1,362 @@
+"""The SLB rule on a Keras layer (`SLBLayerMixin`) and the model-level helpers.
+
+`SLBLayerMixin` replaces the float `kernel` variable of a Keras conv/dense
+layer by
+
+- `kernel_logits`: trainable, shape kernel_shape + (2**wbits,), float32;
+- `temperature`: a non-trainable float32 scalar tau (set by callbacks or
+  `set_temperature`),
+
+and its `call(inputs, training)` says what it computes:
+
+1. the inputs go through the `input_quantizer` (if any);
+2. the kernel is W_soft = sum_k softmax(tau * A)_k v_k (differentiable) with
+   `training=True` (or while `soft_inference` is on), else
+   W_hard = v[argmax_k A_k] (what is deployed);
+3. `apply_kernel(inputs, kernel)`, the layer family's own linear op (defined
+   by each class in `slb_keras.layers`);
+4. one shared tail: bias, then activation.
+
+The `kernel` attribute is always the hard kernel (a computed tensor, not a
+variable).
+
+Model-level helpers: `slb_layers`, `set_temperature`, `soft_inference`,
+`record_inputs`.
+"""
+
+import contextlib
+import warnings
+
+import keras
+from keras import ops
+
+from slb_keras import ops as slb_ops
+from slb_keras import quantizers
+from slb_keras import value_sets
+
+
+class SLBLayerMixin:
+    """Shared SLB behaviour; put it before the Keras layer class in the bases.
+
+    Subclasses pass the Keras arguments through to the Keras layer and the SLB
+    ones (`wbits`, `input_quantizer`, `logits_initializer`) here, and define
+    `apply_kernel(inputs, kernel)`, the family's linear op.
+
+    Attributes:
+        inference_kernel: the kernel used when `training` is falsy, "hard"
+            (the default: what is deployed) or "soft" (set by
+            `soft_inference`; not serialized).
+
+    Example:
+
+    >>> layer = slb_keras.SLBDense(2, wbits=1, use_bias=False)
+    >>> x = np.ones((1, 3), "float32")
+    >>> y = layer(x)  # hard kernel: x @ layer.kernel
+    >>> bool(np.array_equal(y.numpy(), x @ layer.kernel.numpy()))
+    True
+    """
+
+    def __init__(
+        self,
+        *args,
+        wbits=1,
+        input_quantizer=None,
+        logits_initializer="random_normal",
+        **kwargs,
+    ):
+        for unsupported in ("kernel_constraint", "depthwise_constraint"):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(
+                    f"Invalid {unsupported}={kwargs[unsupported]!r}: SLB layers have no "
+                    "float kernel to constrain (their weights are always in the value "
+                    "set); expected None."
+                )
+        for unsupported in ("lora_rank", "quantization_config"):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(
+                    f"Invalid {unsupported}={kwargs[unsupported]!r}: not supported by SLB "
+                    "layers, whose kernel is already low-bit; expected None."
+                )
+        self.wbits = value_sets.validate_bits(wbits, "wbits")
+        if self.wbits >= 7:
+            warnings.warn(
+                f"wbits={self.wbits} keeps {2**self.wbits} logits per weight: training "
+                "memory is that many times the float kernel.",
+                stacklevel=3,
+            )
+        super().__init__(*args, **kwargs)
+        self.input_quantizer = quantizers.get(input_quantizer)
+        self.logits_initializer = keras.initializers.get(logits_initializer)
+        self.inference_kernel = "hard"
+        self._slb_building = False
+        self._input_record = None
+
+    # -- variables -------------------------------------------------------------
+
+    def build(self, input_shape):
+        if self.input_quantizer is not None and not self.input_quantizer.built:
+            self.input_quantizer.build(input_shape)
+        self._slb_building = True
+        try:
+            super().build(input_shape)
+        finally:
+            self._slb_building = False
+
+    def add_weight(self, *args, **kwargs):
+        """Creates `kernel_logits` + `temperature` where Keras creates `kernel`."""
+        if not (self._slb_building and kwargs.get("name") == "kernel"):
+            return super().add_weight(*args, **kwargs)
+        shape = tuple(kwargs.get("shape", args[0] if args else None))
+        self.kernel_logits = super().add_weight(
+            name="kernel_logits",
+            shape=shape + (2**self.wbits,),
+            initializer=self.logits_initializer,
+            regularizer=kwargs.get("regularizer"),
+            dtype="float32",
+            autocast=False,
+            trainable=True,
+        )
+        self.temperature = super().add_weight(
+            name="temperature",
+            shape=(),
+            initializer="ones",
+            dtype="float32",
+            autocast=False,
+            trainable=False,
+        )
+        return None
+
+    @property
+    def kernel(self):
+        """The hard kernel v[argmax A] (float32 tensor, kernel shape), everywhere."""
+        return self.hard_kernel()
+
+    @kernel.setter
+    def kernel(self, value):
+        # Keras's build assigns the result of add_weight("kernel") (None here).
+        if value is not None:
+            raise AttributeError(
+                "The kernel of an SLB layer is computed from kernel_logits; use "
+                "assign_kernel(values) to set it."
+            )
+
+    @property
+    def _kernel(self):
+        return self.hard_kernel()
+
+    @_kernel.setter
+    def _kernel(self, value):
+        self.kernel = value
+
+    # -- the SLB rule ------------------------------------------------------------
+
+    def soft_kernel(self, temperature=None):
+        """W_soft = sum_k softmax(tau * A)_k v_k, float32 of kernel_shape.
+
+        Args:
+            temperature: tau to use; defaults to the layer's `temperature`.
+        """
+        tau = self.temperature if temperature is None else temperature
+        return slb_ops.soft_weight(self.kernel_logits, tau, bits=self.wbits)
+
+    def hard_kernel(self):
+        """W_hard = v[argmax_k A_k], float32 of kernel_shape, values in V."""
+        return slb_ops.hard_weight(self.kernel_logits, bits=self.wbits)
+
+    def kernel_codes(self):
+        """Integer codes argmax_k A_k in 0..2**wbits-1 (int32, kernel_shape)."""
+        return slb_ops.hard_codes(self.kernel_logits)
+
+    def assign_kernel(self, values, margin=10.0):
+        """Sets the logits so the hard kernel is the value of V nearest `values`.
+
+        `values` (kernel_shape, expected in [-1, 1]; clipped) are projected onto
+        V; the chosen value gets logit `margin`, the others 0. With
+        tau * margin large the soft kernel equals the hard one too.
+        """
+        codes = value_sets.values_to_codes(ops.convert_to_numpy(values), self.wbits)
+        expected = tuple(self.kernel_logits.shape[:-1])
+        if codes.shape != expected:
+            raise ValueError(
+                f"Invalid values shape {codes.shape}: expected the kernel shape {expected}."
+            )
+        self.kernel_logits.assign(slb_ops.logits_from_codes(codes, self.wbits, margin))
+
+    # -- the forward pass ----------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        if self._input_record is not None and self._input_record.value is None:
+            self._input_record.value = inputs  # see record_inputs
+        if self.input_quantizer is not None:
+            # The quantizer has its own dtype policy: bring its output back.
+            inputs = ops.cast(self.input_quantizer(inputs), self.compute_dtype)
+        soft = training or self.inference_kernel == "soft"
+        kernel = self.soft_kernel() if soft else self.hard_kernel()
+        outputs = self.apply_kernel(inputs, ops.cast(kernel, self.compute_dtype))
+        return self._bias_and_activation(outputs)
+
+    def apply_kernel(self, inputs, kernel):
+        """The layer's linear op of `inputs` with `kernel` (no bias, no activation)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no apply_kernel.")
+
+    def _bias_and_activation(self, outputs):
+        if self.use_bias:
+            bias = self.bias
+            if getattr(self, "data_format", "channels_last") == "channels_first":
+                bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
+            outputs = ops.add(outputs, bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    # -- what Keras must not do with a computed kernel ---------------------------
+
+    def save_own_variables(self, store):
+        # Keras's conv/dense save the computed `kernel`; SLB saves its variables.
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def enable_lora(self, *args, **kwargs):
+        raise ValueError("LoRA is not supported by SLB layers: their kernel is low-bit.")
+
+    def quantize(self, *args, **kwargs):
+        raise ValueError(
+            "SLB layers are already quantized; use slb_keras.export_tflite to deploy them."
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "wbits": self.wbits,
+            "input_quantizer": quantizers.serialize(self.input_quantizer),
+            "logits_initializer": keras.initializers.serialize(self.logits_initializer),
+        }
+
+
+def slb_layers(model):
+    """All SLB layers of `model` (or a layer), nested models included, in order.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> [type(l).__name__ for l in slb_layers(model)]
+    ['SLBDense']
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            f"Invalid model={model!r}: expected a Keras model or layer."
+        )
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, SLBLayerMixin)
+    ]
+
+
+def set_temperature(model, temperature):
+    """Sets tau on every SLB layer of `model` (nested models included).
+
+    Args:
+        model: a Keras model or layer.
+        temperature: tau, a finite number > 0 (or a scalar tensor).
+
+    Returns:
+        The number of SLB layers updated.
+
+    Raises:
+        ValueError: if `temperature` is not a finite positive number.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> set_temperature(model, 10.0)
+    1
+    >>> float(model.layers[0].temperature.numpy())
+    10.0
+    """
+    try:
+        tau = float(ops.convert_to_numpy(temperature))
+    except (TypeError, ValueError):
+        tau = float("nan")
+    if not (tau > 0 and tau < float("inf")):
+        raise ValueError(
+            f"Invalid temperature={temperature!r}: expected a finite number > 0."
+        )
+    layers = slb_layers(model)
+    for layer in layers:
+        if not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} is not built: build the model before setting "
+                "its temperature."
+            )
+        layer.temperature.assign(tau)
+    return len(layers)
+
+
+
+@contextlib.contextmanager
+def soft_inference(model):
+    """Makes every SLB layer of `model` use its soft kernel with `training=False`.
+
+    Inside the block, eager calls and functions traced inside it compute
+    W_soft with the current tau in inference mode (dropout off, batch norms
+    on their moving statistics); on exit each layer's `inference_kernel` is
+    restored.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> x = np.ones((1, 4), "float32")
+    >>> with soft_inference(model):
+    ...     soft = model(x)
+    >>> bool(np.allclose(soft, model(x, training=True)))
+    True
+    """
+    layers = slb_layers(model)
+    before = [layer.inference_kernel for layer in layers]
+    for layer in layers:
+        layer.inference_kernel = "soft"
+    try:
+        yield model
+    finally:
+        for layer, state in zip(layers, before):
+            layer.inference_kernel = state
+
+
+@contextlib.contextmanager
+def record_inputs(model):
+    """Records the first input each SLB layer of `model` receives in the block.
+
+    Yields a dict, filled when the block exits: layer name -> the first input
+    the layer received in an eager call inside the block (before its
+    `input_quantizer`: calling the layer on it repeats that call). Layers
+    not called are absent.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2, name="d")])
+    >>> with record_inputs(model) as inputs:
+    ...     _ = model(np.ones((3, 4), "float32"))
+    >>> tuple(inputs["d"].shape)
+    (3, 4)
+    """
+    records = [(layer, _FirstInput()) for layer in slb_layers(model)]
+    named = {}
+    for layer, record in records:
+        layer._input_record = record
+    try:
+        yield named
+    finally:
+        for layer, record in records:
+            layer._input_record = None
+            if record.value is not None:
+                named[layer.name] = record.value
+
+
+class _FirstInput:
+    """The first input an SLB layer receives while `record_inputs` is on."""
+
+    def __init__(self):
+        self.value = None
