@@ -21,6 +21,8 @@ after resolving links, is refused with status 2 and nothing written):
 
     python -m slb_keras.export --model=PATH.keras --out=PATH.tflite [--packed=PATH.slb]
 
+Options: --arithmetic=auto|integer|float (see `export_tflite`), --quantize_full_precision.
+
 Example:
 
 >>> from slb_keras.export import export_tflite
@@ -107,6 +109,13 @@ def main(argv=None):
         action="store_true",
         help="int8 dynamic-range weights for the full-precision layers too",
     )
+    parser.add_argument(
+        "--arithmetic",
+        choices=tflite_export.ARITHMETIC,
+        default="auto",
+        help="SLB layers with sign inputs in integer arithmetic where exact (auto), "
+        "everywhere (integer) or nowhere (float: DEQUANTIZE)",
+    )
     args = parser.parse_args(argv)
     try:
         if not args.model.endswith(".keras") or not os.path.isfile(args.model):
@@ -121,7 +130,9 @@ def main(argv=None):
             raise ValueError(f"Invalid --model={args.model!r}: cannot load it ({error}).") from error
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            report = tflite_export.export_tflite(model, args.out, args.quantize_full_precision)
+            report = tflite_export.export_tflite(
+                model, args.out, args.quantize_full_precision, args.arithmetic
+            )
             if args.packed is not None:
                 packed_report = packed.export_packed(model, args.packed)
         notices = []

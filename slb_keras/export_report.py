@@ -117,6 +117,17 @@ def size_report(path, fmt, inference, kernels, stored, float_bits=32):
         stored: (num_weights, bits, is_slb) -> bytes that kernel takes in the file.
         float_bits: 8 if full-precision kernels of >= 1024 weights were stored as
             int8 (the converter's dynamic-range rule), else 32.
+
+    Example:
+
+    >>> from slb_keras.inference_model import inference_model_and_kernels
+    >>> model = keras.Sequential([keras.Input((16,)), slb_keras.SLBDense(8, wbits=1)])
+    >>> inference, kernels = inference_model_and_kernels(model)
+    >>> open("m.bin", "wb").write(bytes(16))
+    16
+    >>> report = size_report("m.bin", "bits", inference, kernels, lambda n, bits, slb: n * bits // 8)
+    >>> report.layers[0].stored_bytes, report.file_bytes, report.packed_bytes
+    (16, 16, 48)
     """
     by_layer = {id(entry.layer): entry for entry in kernels}
     rows = []

@@ -51,6 +51,13 @@ class SLBKernel:
 
     `inference_model_and_kernels` returns one per SLB layer; the exporters use it
     to store `codes` instead of the float kernel.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2, wbits=2, name="s")])
+    >>> _, (kernel,) = inference_model_and_kernels(model)
+    >>> kernel.source, kernel.kind, kernel.wbits, kernel.codes.shape, kernel.input_bits
+    ('s', 'SLBDense', 2, (4, 2), 32)
     """
 
     layer: keras.layers.Layer  # the stock layer in the inference model
@@ -119,6 +126,14 @@ def inference_model_and_kernels(model, float32=False):
 
     With `float32`, layers with a float16/bfloat16 (mixed) dtype policy compute in
     float32 (their variables are float32 already), as TFLite's builtin ops need.
+    Refuses (ValueError, naming the layer) NaN or infinite weights and logits.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2, input_quantizer="ste_sign")])
+    >>> inference, kernels = inference_model_and_kernels(model)
+    >>> type(inference.layers[-1]).__name__, kernels[0].layer is inference.layers[-1]
+    ('Dense', True)
     """
     _check_model(model)
     if not slb_layers_module.slb_layers(model):
@@ -167,7 +182,13 @@ def _check_model(model):
 
 
 def is_graph_model(model):
-    """True for a Sequential or Functional model (one that can be rebuilt node by node)."""
+    """True for a Sequential or Functional model (one that can be rebuilt node by node).
+
+    Example:
+
+    >>> is_graph_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    True
+    """
     from keras.src.models.functional import Functional
 
     return isinstance(model, (keras.Sequential, Functional))

@@ -7,7 +7,7 @@ DEQUANTIZE op. DEQUANTIZE computes q * float32(1 / (m - 1)), which is
 exactly W_h: the TFLite model computes what the Keras model computes. (8-bit
 kernels, +-255, are int16 with scale 1/255 the same way.)
 
-How: `kernel_input_model` rebuilds the inference model (`to_inference_model`)
+How: `_kernel_input_model` rebuilds the inference model (`to_inference_model`)
 with every SLB kernel as an extra model *input*, applied by the layer's own
 operation (`ops.conv`, `ops.depthwise_conv`, `ops.matmul`) then its bias and
 activation; the TFLite converter cannot fold or quantize an input. The
@@ -108,7 +108,7 @@ def _tflite_bytes(n, bits, slb):
 
 def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
     plans = [_plan(entry, arithmetic) for entry in kernels]
-    graph = kernel_input_model(inference, plans)
+    graph = _kernel_input_model(inference, plans)
     specs = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in graph.inputs]
 
     # The Keras route to TFLite: a SavedModel written by ExportArchive (which
@@ -184,7 +184,7 @@ def _plan(entry, arithmetic):
         codes, to_keras = entry.codes.T, lambda k: ops.transpose(k)
     else:
         codes, to_keras = entry.codes, lambda k: k
-    reason = integer_route_refusal(entry) if arithmetic != "float" else "float"
+    reason = _integer_route_refusal(entry) if arithmetic != "float" else "float"
     if reason is not None:
         if arithmetic == "integer":
             raise ValueError(
@@ -207,7 +207,7 @@ def _plan(entry, arithmetic):
     return _Plan(entry, True, codes, to_keras, border=per_tap, ones=ones)
 
 
-def integer_route_refusal(entry):
+def _integer_route_refusal(entry):
     """None if the SLB layer of `entry` can run in integer arithmetic exactly, else why not.
 
     The integer route needs a sign input (values +-1), int8 codes (wbits <= 7),
@@ -246,7 +246,7 @@ _INTEGER_LAYERS = (
 # -- the inference model with its SLB kernels as inputs ------------------------------
 
 
-def kernel_input_model(inference, plans):
+def _kernel_input_model(inference, plans):
     """The inference model with each SLB kernel (and border term) as an extra input.
 
     Inputs: "input_<i>" (the model's inputs, any batch size), then

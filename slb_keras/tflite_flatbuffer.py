@@ -50,6 +50,16 @@ _HYBRID = {"CONV_2D": (5, 0), "DEPTHWISE_CONV_2D": (6, 3), "FULLY_CONNECTED": (1
 
 @dataclasses.dataclass(frozen=True)
 class IntegerKernel:
+    """One tensor to store in the flatbuffer in place of a converted function's input.
+
+    Example:
+
+    >>> kernel = IntegerKernel("slb_kernel_0", "conv/kernel", np.array([1, -1, 3], np.int8),
+    ...                        np.float32(1 / 3))
+    >>> kernel.stored_name, kernel.route
+    ('conv/kernel_int8', 'dequantize')
+    """
+
     input_name: str  # the converted function's input that carried the kernel
     name: str  # name of the float tensor the consumer reads
     integers: np.ndarray  # (m - 1) * W_h as int8 (int16 for 8 bits), or float32, fed layout
@@ -78,7 +88,7 @@ def _schema():
     return schema, flatbuffer_utils
 
 
-def op_name(model, op):
+def _op_name(model, op):
     _, flatbuffer_utils = _schema()
     return flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
 
@@ -109,7 +119,20 @@ def _constant(model, tensor):
 
 
 def insert_integer_kernels(data, kernels, input_names):
-    """Turns each kernel input of the converted model into int8 + DEQUANTIZE."""
+    """Turns each kernel input of the converted model into its stored tensor.
+
+    Args:
+        data: the converter's flatbuffer, whose inputs include each kernel's
+            `input_name`.
+        kernels: `IntegerKernel`s; "dequantize" ones get a DEQUANTIZE op,
+            "direct" and "float" ones are read by their consumers directly.
+        input_names: names for the remaining inputs (the model's), in order.
+
+    Returns:
+        The edited flatbuffer (bytes) with a "serving_default" signature.
+
+    Example: see `check_integer_kernels`, which reads back what this wrote.
+    """
     schema, flatbuffer_utils = _schema()
     model = flatbuffer_utils.convert_bytearray_to_object(data)
     graph = model.subgraphs[0]
@@ -178,7 +201,7 @@ def _read_directly(model, graph, dequantize, kernel):
         if out in op.inputs:
             op.inputs = np.where(op.inputs == out, stored, op.inputs).astype(np.int32)
             if kernel.route == "direct":
-                name = op_name(model, op)
+                name = _op_name(model, op)
                 version, axis = _HYBRID.get(name, (None, None))
                 if version is None:
                     continue  # the read-back check refuses it
@@ -215,7 +238,7 @@ def _fold_layout_ops(model, graph, dequantize):
         if out in graph.outputs or len(consumers) != 1:
             return
         op = consumers[0]
-        name = op_name(model, op)
+        name = _op_name(model, op)
         if name not in _LAYOUT_OPS or int(op.inputs[0]) != out:
             return
         stored = graph.tensors[int(dequantize.inputs[0])]
@@ -251,6 +274,22 @@ def check_integer_kernels(data, kernels):
     layout changed); a "dequantize" kernel must be read by DEQUANTIZE into
     convolutions or matmuls, a "direct" one by such an op itself with a float32
     input (the hybrid kernel), a "float" one by a convolution.
+
+    Raises:
+        RuntimeError: if a kernel is missing, inexact or read another way.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), slb_keras.SLBDense(2, wbits=1, name="d")])
+    >>> _ = slb_keras.export_tflite(model, "m.tflite", arithmetic="float")
+    >>> codes = model.layers[0].kernel_codes().numpy()
+    >>> q = slb_keras.integer_values(1)[codes].T.astype(np.int8)  # FULLY_CONNECTED: [out, in]
+    >>> data = open("m.tflite", "rb").read()
+    >>> check_integer_kernels(data, [IntegerKernel("", "d/kernel", q, np.float32(1.0))])
+    >>> check_integer_kernels(data, [IntegerKernel("", "d/kernel", -q, np.float32(0.5))])
+    Traceback (most recent call last):
+    ...
+    RuntimeError: The TFLite model does not hold 'd/kernel' as exact values read the 'dequantize' way into a convolution or matmul; nothing was written.
     """
     _, flatbuffer_utils = _schema()
     model = flatbuffer_utils.convert_bytearray_to_object(data)
@@ -284,12 +323,12 @@ def check_integer_kernels(data, kernels):
 
 
 def _read_as_intended(model, graph, readers, kernel):
-    names = [op_name(model, op) for op in readers]
+    names = [_op_name(model, op) for op in readers]
     if kernel.route == "dequantize":
         if names != ["DEQUANTIZE"]:
             return False
         out = int(readers[0].outputs[0])
-        users = [op_name(model, op) for op in graph.operators if out in op.inputs]
+        users = [_op_name(model, op) for op in graph.operators if out in op.inputs]
         return bool(users) and all(user in _KERNEL_CONSUMERS for user in users)
     if kernel.route == "float":
         # The map of ones may be padded first (causal Conv1D).

@@ -141,3 +141,17 @@ def test_atomic_write_replaces_and_check_output_path_names_the_argument(tmp_path
     assert path.read_bytes() == b"two" and os.listdir(tmp_path) == ["f.bin"]
     with pytest.raises(ValueError, match=r"Invalid out=.*does not exist"):
         files.check_output_path(tmp_path / "no" / "f", "out")
+
+
+def test_command_line_arithmetic(tmp_path, capsys):
+    from slb_keras import export
+
+    model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2, input_quantizer="ste_sign", name="s")])
+    model.save(tmp_path / "m.keras")
+    for arithmetic, reader in (("auto", "FULLY_CONNECTED"), ("float", "DEQUANTIZE")):
+        out = tmp_path / f"{arithmetic}.tflite"
+        assert export.main([f"--model={tmp_path / 'm.keras'}", f"--out={out}", f"--arithmetic={arithmetic}"]) == 0
+        assert ops_and_kernel_readers(out)[1]["s/kernel_int8"] == [reader]
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([f"--model={tmp_path / 'm.keras'}", f"--out={tmp_path / 'x.tflite'}", "--arithmetic=fast"])
+    assert exit_info.value.code == 2 and "--arithmetic" in capsys.readouterr().err
