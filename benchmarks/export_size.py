@@ -10,7 +10,8 @@ ResNet-20 / MobileNetV2 converted by `quantize_model`), writes
 - "packed": `export_packed` (size only);
 - "lce": `export_lce` when larq-compute-engine is installed (size and ops; its
   latency and outputs come from `--lce_python`, a Python with LCE's interpreter,
-  which needs numpy < 2);
+  which needs numpy < 2: there the LCE file runs interleaved with the float file,
+  both in LCE's interpreter, and its ratio is to that float run);
 
 then times single-image inference of each .tflite file with the LiteRT
 interpreter (one thread), interleaved round by round, and compares each file's
@@ -162,8 +163,13 @@ def _agreement(expected, actual, tolerance=1e-4):
     }
 
 
-def _lce_run(python, path, x, runs):
-    """Latency and outputs of an LCE file, from a Python that has LCE's interpreter."""
+def _lce_run(python, path, float_path, x, runs):
+    """LCE's outputs and latency, from a Python that has LCE's interpreter.
+
+    In that process the LCE file and the float TFLite file run interleaved, one
+    image per round, both in LCE's interpreter (which runs stock files too):
+    returns (LCE times, float times, LCE outputs).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         np.save(os.path.join(tmp, "x.npy"), x)
         code = (
@@ -174,21 +180,27 @@ def _lce_run(python, path, x, runs):
             "package.__path__ = list(spec.submodule_search_locations)\n"
             "sys.modules['larq_compute_engine'] = package\n"
             "from larq_compute_engine.tflite.python.interpreter import Interpreter\n"
-            "x = np.load(sys.argv[2]); data = open(sys.argv[1], 'rb').read()\n"
-            "batch = Interpreter(data, num_threads=1, use_indirect_bgemm=True, use_xnnpack=True)\n"
-            "y = np.concatenate([batch.predict(x[i:i + 1]) for i in range(len(x))])\n"
-            "np.save(sys.argv[3], y)\n"
-            "one = Interpreter(data, num_threads=1, use_indirect_bgemm=True, use_xnnpack=True)\n"
-            "t = []\n"
-            "for i in range(int(sys.argv[4]) + 3):\n"
-            "    s = time.perf_counter(); one.predict(x[i % len(x)][None]); t.append(time.perf_counter() - s)\n"
-            "print(json.dumps(t[3:]))\n"
+            "x = np.load(sys.argv[3])\n"
+            "def make(p):\n"
+            "    return Interpreter(open(p, 'rb').read(), num_threads=1, use_indirect_bgemm=True,"
+            " use_xnnpack=True)\n"
+            "lce, fp = make(sys.argv[1]), make(sys.argv[2])\n"
+            "y = np.concatenate([lce.predict(x[i:i + 1]) for i in range(len(x))])\n"
+            "np.save(sys.argv[4], y)\n"
+            "t = {'lce': [], 'float': []}\n"
+            "for i in range(int(sys.argv[5]) + 3):\n"
+            "    for name, it in (('float', fp), ('lce', lce)):\n"
+            "        s = time.perf_counter(); it.predict(x[i % len(x)][None])\n"
+            "        t[name].append(time.perf_counter() - s)\n"
+            "print(json.dumps({k: v[3:] for k, v in t.items()}))\n"
         )
         result = subprocess.run(
-            [python, "-c", code, path, os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy"), str(runs)],
+            [python, "-c", code, path, float_path, os.path.join(tmp, "x.npy"),
+             os.path.join(tmp, "y.npy"), str(runs)],
             check=True, capture_output=True, text=True,
         )
-        return json.loads(result.stdout.strip().splitlines()[-1]), np.load(os.path.join(tmp, "y.npy"))
+        times = json.loads(result.stdout.strip().splitlines()[-1])
+        return times["lce"], times["float"], np.load(os.path.join(tmp, "y.npy"))
 
 
 def main(argv=None):
@@ -229,13 +241,15 @@ def main(argv=None):
             report["lce"] = f"not run: {error}"
         else:
             configs["lce"] = {"bytes": lce.file_bytes, "ops": lce.ops}
-            if args.lce_python:
-                # Not interleaved with the others: another interpreter, another process.
-                lce_times, y = _lce_run(args.lce_python, lce.path, x, args.runs)
-                configs["lce"].update(_agreement(expected, y))
-                times["lce"] = lce_times[: len(times["float"])]
         for name, row in summarize(times).items():
             configs[name].update(row)
+        if "lce" in configs and args.lce_python:
+            # LCE's own interpreter, in another process: interleaved there with the
+            # float file (run by the same interpreter), the ratio is to that.
+            lce_times, float_times, y = _lce_run(args.lce_python, lce.path, paths["float"], x, args.runs)
+            configs["lce"].update(_agreement(expected, y))
+            row = summarize({"float": float_times, "lce": lce_times})["lce"]
+            configs["lce"].update(row, float_in_lce_median_s=float(np.median(float_times)))
     float_bytes = configs["float"]["bytes"]
     print(f"{report['model']} {shape}, {len(x)} {args.dataset} images, "
           f"one image, one thread, {args.runs} rounds")
