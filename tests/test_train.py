@@ -175,11 +175,11 @@ def test_resnet18_step_schedule_decays_at_epochs_70_90_110():
     values = [float(schedule(step)) for step in (0, 699, 700, 899, 900, 1099, 1100, 1199)]
     np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6], rtol=1e-6)
     cosine = training.make_lr_schedule(
-        training.resolve(training.Config(epochs=2, lr_schedule="cosine")), steps_per_epoch=10
+        training.resolve(training.Config(epochs=2, lr_schedule="cosine", optimizer="sgd")), steps_per_epoch=10
     )
     assert float(cosine(0)) == pytest.approx(0.02) and float(cosine(20)) == pytest.approx(0.0)
     cifar = training.make_lr_schedule(
-        training.resolve(training.Config(epochs=4, lr_schedule="step")), steps_per_epoch=10
+        training.resolve(training.Config(epochs=4, lr_schedule="step", optimizer="sgd")), steps_per_epoch=10
     )
     np.testing.assert_allclose([float(cifar(s)) for s in (19, 20, 29, 30)], [0.02, 0.002, 0.002, 2e-4], rtol=1e-6)
 
