@@ -8,9 +8,10 @@ needs statistics for each state (SLB_SPEC section 3).
 - `hard_moving_mean`, `hard_moving_variance`: the hard-state statistics, set
   by `slb_keras.calibrate_bn` (exact averages over calibration batches);
 - `calibrated`: a float32 scalar, 0.0 until the first calibration, then 1.0;
-- `calibration_count`, `calibration_mean`, `calibration_m2`: what the layer
-  saw while `calibrating` (per channel: count, mean, centred sum of squares),
-  read and reset by `slb_keras.calibrate_bn`; scratch, not saved.
+- `calibration`: a `CalibrationAccumulators`, what the layer saw while
+  `calibrating` (per channel: count, mean, centred sum of squares), read and
+  reset by `slb_keras.calibrate_bn`; scratch variables owned by the layer but
+  not among its weights (neither saved nor counted).
 
 The inherited `moving_mean` / `moving_variance` are the soft-state statistics,
 updated by ordinary training steps exactly as Keras does. With
@@ -20,10 +21,6 @@ calibrated, with the soft ones before.
 
 import keras
 from keras import ops
-
-# The calibration accumulators: training-time scratch, not saved.
-_ACCUMULATORS = ("calibration_count", "calibration_mean", "calibration_m2")
-
 
 def _clone_initializer(initializer):
     config = keras.initializers.serialize(initializer)
@@ -64,9 +61,7 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
     >>> bn = StateBatchNormalization()
     >>> y = bn(np.random.rand(8, 4).astype("float32"), training=True)
     >>> [w.path.split("/")[-1] for w in bn.non_trainable_weights]
-    ... # doctest: +NORMALIZE_WHITESPACE
-    ['moving_mean', 'moving_variance', 'hard_moving_mean', 'hard_moving_variance',
-     'calibrated', 'calibration_count', 'calibration_mean', 'calibration_m2']
+    ['moving_mean', 'moving_variance', 'hard_moving_mean', 'hard_moving_variance', 'calibrated']
     >>> float(bn.calibrated.numpy())
     0.0
     """
@@ -99,53 +94,15 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
             trainable=False,
             autocast=False,
         )
-        for name in _ACCUMULATORS:
-            # Every replica holds the same all-reduced values: keep the first.
-            setattr(
-                self,
-                name,
-                self.add_weight(
-                    shape=shape,
-                    name=name,
-                    initializer="zeros",
-                    dtype="float32",
-                    trainable=False,
-                    autocast=False,
-                    aggregation="only_first_replica",
-                ),
-            )
-
-    def _saved_variables(self):
-        scratch = {id(getattr(self, name)) for name in _ACCUMULATORS} if self.built else set()
-        every = self._trainable_variables + self._non_trainable_variables
-        return [v for v in every if id(v) not in scratch]
-
-    def save_own_variables(self, store):
-        # The accumulators are scratch: files hold the same variables as before.
-        for index, variable in enumerate(self._saved_variables()):
-            store[str(index)] = variable
-
-    def load_own_variables(self, store):
-        variables = self._saved_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"Layer {self.name!r} expects {len(variables)} saved variables, the "
-                f"file has {len(store.keys())}."
-            )
-        for index, variable in enumerate(variables):
-            variable.assign(store[str(index)])
+        self.calibration = CalibrationAccumulators(shape[0], self.name)
 
     def reset_calibration_accumulators(self):
-        """Sets `calibration_count`, `calibration_mean`, `calibration_m2` to 0."""
-        for name in _ACCUMULATORS:
-            variable = getattr(self, name)
-            variable.assign(ops.zeros(variable.shape, "float32"))
+        """Sets the calibration accumulators to 0."""
+        self.calibration.reset()
 
     def calibration_accumulators(self):
         """(count, mean, m2) as float64 numpy arrays (one entry per channel)."""
-        return tuple(
-            ops.convert_to_numpy(getattr(self, name)).astype("float64") for name in _ACCUMULATORS
-        )
+        return self.calibration.numpy()
 
     def inference_statistics(self):
         """The (mean, variance) used with `training=False`, as float32 tensors.
@@ -230,17 +187,59 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
 
     def _accumulate(self, count, mean, m2):
         # Every new value is computed before the first assignment.
-        count_a = self.calibration_count.value
-        mean_a = self.calibration_mean.value
-        m2_a = self.calibration_m2.value
+        count_a = self.calibration.count.value
+        mean_a = self.calibration.mean.value
+        m2_a = self.calibration.m2.value
         total = count_a + count
         share = ops.divide_no_nan(count, total)
         delta = mean - mean_a
         new_mean = mean_a + delta * share
         new_m2 = m2_a + m2 + delta * delta * count_a * share
-        self.calibration_count.assign(total)
-        self.calibration_mean.assign(new_mean)
-        self.calibration_m2.assign(new_m2)
+        self.calibration.count.assign(total)
+        self.calibration.mean.assign(new_mean)
+        self.calibration.m2.assign(new_m2)
+
+
+class CalibrationAccumulators:
+    """Per-channel count, mean and centred sum of squares (M2) of calibration inputs.
+
+    Three float32 Keras variables of shape (channels,), held by a
+    `StateBatchNormalization` layer but not among its weights: they are the
+    scratch state of `slb_keras.calibrate_bn`, neither saved nor counted as
+    parameters. Under a `tf.distribute` strategy every replica holds the same
+    (all-reduced) values, so the first replica's are kept.
+
+    Example:
+
+    >>> accumulators = CalibrationAccumulators(3, "bn")
+    >>> [a.tolist() for a in accumulators.numpy()]
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+
+    def __init__(self, channels, name):
+        self.count, self.mean, self.m2 = (
+            keras.Variable(
+                keras.initializers.Zeros(),
+                shape=(channels,),
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+                aggregation="only_first_replica",
+                name=f"{name}_calibration_{part}",
+            )
+            for part in ("count", "mean", "m2")
+        )
+
+    def reset(self):
+        """Sets all three to 0."""
+        for variable in (self.count, self.mean, self.m2):
+            variable.assign(ops.zeros(variable.shape, "float32"))
+
+    def numpy(self):
+        """(count, mean, m2) as float64 NumPy arrays."""
+        return tuple(
+            ops.convert_to_numpy(v).astype("float64") for v in (self.count, self.mean, self.m2)
+        )
 
 
 def _sum_over_replicas(value):

@@ -221,10 +221,8 @@ def _roles(layer):
             roles[id(sub.kernel_logits)] = sub.wbits
             roles[id(sub.temperature)] = None
         elif isinstance(sub, StateBatchNormalization) and sub.built:
-            training_only = (sub.moving_mean, sub.moving_variance, sub.calibrated)
-            accumulators = (sub.calibration_count, sub.calibration_mean, sub.calibration_m2)
-            for variable in training_only + accumulators:
-                roles[id(variable)] = None  # soft statistics, calibration scratch
+            for variable in (sub.moving_mean, sub.moving_variance, sub.calibrated):
+                roles[id(variable)] = None  # soft statistics: training only
     return roles
 
 

@@ -32,8 +32,8 @@ class StateBatchNormalizationHarnessTest(testing.TestCase):
             input_shape=(2, 5, 3),
             expected_output_shape=(2, 5, 3),
             expected_num_trainable_weights=2,
-            expected_num_non_trainable_weights=8,  # 2 soft, 2 hard, calibrated, 3 accumulators
-            expected_num_non_trainable_variables=8,
+            expected_num_non_trainable_weights=5,  # 2 soft, 2 hard, calibrated
+            expected_num_non_trainable_variables=5,
             supports_masking=True,
         )
 
@@ -44,7 +44,7 @@ class StateBatchNormalizationHarnessTest(testing.TestCase):
             input_shape=(2, 4, 3, 3),
             expected_output_shape=(2, 4, 3, 3),
             expected_num_trainable_weights=1,
-            expected_num_non_trainable_weights=8,
+            expected_num_non_trainable_weights=5,
             supports_masking=True,
         )
 
@@ -170,3 +170,21 @@ def test_keras_options_still_train(kwargs):
     model.compile("sgd", "mse")
     model.fit(_data((16, 4)), _data((16, 4), seed=1), epochs=1, batch_size=8, verbose=0)
     assert not np.allclose(model.layers[1].moving_mean.numpy(), 0.0)
+
+
+def test_calibration_accumulators_are_scratch_not_weights():
+    bn = StateBatchNormalization()
+    bn.build((None, 3))
+    assert all("calibration" not in w.path for w in bn.weights)
+    bn.calibrating = True
+    x = np.arange(12, dtype="float32").reshape(4, 3)
+    bn(x)
+    bn(x + 4.0)  # a second call merges: 8 rows, two groups 4 apart
+    count, mean, m2 = bn.calibration_accumulators()
+    both = np.concatenate([x, x + 4.0]).astype(np.float64)
+    np.testing.assert_array_equal(count, [8, 8, 8])
+    np.testing.assert_allclose(mean, both.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(m2, ((both - both.mean(0)) ** 2).sum(0), rtol=1e-5)
+    bn.reset_calibration_accumulators()
+    assert all(not a.any() for a in bn.calibration_accumulators())
+    assert float(bn.calibrated.numpy()) == 0.0  # only calibrate_bn sets it

@@ -26,14 +26,14 @@ def hand_counted_model():
 HAND_COUNTS = [
     # 3*3*3*4 float weights.
     ("c1", "Conv2D", 32, None, 108, 0, 108 * 4, 108 * 32),
-    # gamma, beta, soft mean/var, hard mean/var, 3 calibration accumulators (4
-    # each) + calibrated; deployed: gamma, beta and the hard statistics.
-    ("bn1", "StateBatchNormalization", 32, None, 16, 0, (9 * 4 + 1) * 4, 16 * 32),
+    # gamma, beta, soft mean/var, hard mean/var (4 each) + calibrated; deployed:
+    # gamma, beta and the hard statistics.
+    ("bn1", "StateBatchNormalization", 32, None, 16, 0, (6 * 4 + 1) * 4, 16 * 32),
     ("r1", "ReLU", None, None, 0, 0, 0, 0),
     # 3*3*4*8 = 288 weights, 4 logits each, temperature, 8 biases, PACT alpha;
     # deployed: 288 weights at 2 bits, 8 biases + alpha at 32 bits.
     ("c2", "SLBConv2D", 2, 2, 288 + 9, 288 * 4, (288 * 4 + 1 + 8 + 1) * 4, 288 * 2 + 9 * 32),
-    ("bn2", "StateBatchNormalization", 32, None, 32, 0, (9 * 8 + 1) * 4, 32 * 32),
+    ("bn2", "StateBatchNormalization", 32, None, 32, 0, (6 * 8 + 1) * 4, 32 * 32),
     ("gap", "GlobalAveragePooling2D", None, None, 0, 0, 0, 0),
     ("d", "Dense", 32, None, 90, 0, 90 * 4, 90 * 32),
 ]
@@ -51,7 +51,7 @@ def test_matches_hand_counts():
     assert result.params == params == 543
     assert result.params_by_bits == {2: 288, 32: params - 288}
     assert result.logits == 1152
-    assert result.training_bytes == sum(row[6] for row in HAND_COUNTS) == 5880
+    assert result.training_bytes == sum(row[6] for row in HAND_COUNTS) == 5736
     assert result.deployed_bits == deployed == 8736
     assert result.float32_bits == 32 * params
     assert result.compression_ratio == pytest.approx(32 * 543 / 8736)
