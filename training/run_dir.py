@@ -1,10 +1,12 @@
 """The files of a run in its `model_dir`: their names, atomic writes, checks before a run.
 
 `check_model_dir` refuses a directory that cannot be written or holds another run (its
-flags.json differs) without touching anything; `create_model_dir` then creates it and
-writes flags.json. Every file the run writes (flags.json, summary.json, model.keras) is
-written to a temporary file beside its target and renamed, so a killed run never leaves
-a half-written one.
+flags.json differs, or is unreadable) without touching anything; `create_model_dir` then
+creates it and writes flags.json (under the run's lock, see `training.lock`). Every file
+the run writes (flags.json, summary.json, model.keras, model.tflite) is written to a
+temporary file beside its target and renamed, so a killed run never leaves a
+half-written one; `remove_temporaries` clears those a killed run left behind, and
+`truncate_history` drops history.csv's rows of the epochs a resumed run trains again.
 
 The examples below write into the current directory.
 """
@@ -12,9 +14,11 @@ The examples below write into the current directory.
 import csv
 import json
 import os
+import shutil
 import tempfile
 
 from training.config import UsageError, invalid_flag, run_settings
+from training.lock import LOCK_FILE
 
 FLAGS_FILE = "flags.json"
 SUMMARY_FILE = "summary.json"
@@ -25,20 +29,11 @@ BACKUP_DIR = "backup"
 LOG_DIR = "logs"
 
 
-def _temporary_file(path):
-    """A new file beside `path` (same file system, so os.replace is atomic), mode per umask."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=os.path.dirname(path))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
-
-
 def _atomic_write(path, write):
     """Calls write(file object) on a temporary file beside `path`, then renames it."""
     fd, tmp = _temporary_file(path)
     try:
-        with os.fdopen(fd, "w") as file:
+        with os.fdopen(fd, "w", newline="") as file:
             write(file)
         os.replace(tmp, path)
     except BaseException:
@@ -72,6 +67,64 @@ def read_json(path):
         return json.load(file)
 
 
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def _temporary_file(path):
+    """A new file beside `path` (same file system, so os.replace is atomic), mode per umask."""
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path), dir=os.path.dirname(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
+def remove_temporaries(model_dir):
+    """Removes the temporaries (`.tmp-*` files, and directories being deleted) a killed
+    run left in `model_dir`; returns their names.
+
+    Call it only while holding the run directory's lock: a live run's temporaries are
+    its files being written.
+
+    Example:
+
+    >>> os.makedirs("stale", exist_ok=True)
+    >>> _ = open(os.path.join("stale", ".tmp-abc123model.keras"), "w")
+    >>> remove_temporaries("stale")
+    ['.tmp-abc123model.keras']
+    >>> os.listdir("stale")
+    []
+    """
+    removed = []
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        if name.startswith(TEMPORARY_PREFIX):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def _read_json_of_run(config, name):
+    """The JSON value of `name` in model_dir; a UsageError if it is not readable JSON."""
+    path = os.path.join(config.model_dir, name)
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = error.strerror if isinstance(error, OSError) else f"not valid JSON: {error}"
+        raise UsageError(
+            f"Invalid --model_dir={config.model_dir}: its {name} is unreadable ({reason}); "
+            + (
+                "restore it or choose another --model_dir."
+                if name == FLAGS_FILE
+                else "the run completed but its summary is damaged: restore it, or choose "
+                "another --model_dir to train again."
+            )
+        ) from None
+
+
 def check_model_dir(config, is_chief=True):
     """Refuses a model_dir that cannot be written or holds another run; touches nothing.
 
@@ -80,7 +133,8 @@ def check_model_dir(config, is_chief=True):
 
     Raises:
         UsageError: naming --model_dir and the problem (a file, not writable, another
-            run's flags.json, or a non-empty directory without one).
+            run's flags.json, an unreadable flags.json or summary.json, or a non-empty
+            directory without flags.json).
 
     Example:
 
@@ -96,9 +150,14 @@ def check_model_dir(config, is_chief=True):
         if not os.access(model_dir, os.W_OK | os.X_OK):
             raise invalid_flag("model_dir", model_dir, "a writable directory")
         if os.path.exists(flags_path):
-            saved = read_json(flags_path)
+            saved = _read_json_of_run(config, FLAGS_FILE)
+            if not isinstance(saved, dict):
+                raise UsageError(
+                    f"Invalid --model_dir={model_dir}: its {FLAGS_FILE} holds no settings "
+                    f"(a JSON {type(saved).__name__}); restore it or choose another --model_dir."
+                )
             settings = run_settings(config)
-            for name in sorted(set(saved) | set(settings)):
+            for name in [*settings, *(name for name in saved if name not in settings)]:  # flag order
                 if saved.get(name) != settings.get(name):
                     raise UsageError(
                         f"Invalid --model_dir={model_dir}: it holds a run made with "
@@ -106,8 +165,9 @@ def check_model_dir(config, is_chief=True):
                         "with the same flags or choose another --model_dir."
                     )
             summary_path = os.path.join(model_dir, SUMMARY_FILE)
-            return read_json(summary_path) if os.path.exists(summary_path) else None
-        if is_chief and os.listdir(model_dir):  # other workers may race the chief's writes
+            return _read_json_of_run(config, SUMMARY_FILE) if os.path.exists(summary_path) else None
+        own = [n for n in os.listdir(model_dir) if not n.startswith((LOCK_FILE, TEMPORARY_PREFIX))]
+        if is_chief and own:  # other workers may race the chief's writes
             raise UsageError(
                 f"Invalid --model_dir={model_dir}: the directory is not empty and holds "
                 f"no {FLAGS_FILE}; choose a new or empty directory."
@@ -121,8 +181,9 @@ def check_model_dir(config, is_chief=True):
     return None
 
 
-def create_model_dir(config, is_chief):
-    """Creates config.model_dir and (chief only, if absent) writes its flags.json.
+def create_model_dir(config, is_chief, write_flags=True):
+    """Creates config.model_dir and (chief only, if absent and `write_flags`) writes its
+    flags.json.
 
     Example:
 
@@ -133,29 +194,84 @@ def create_model_dir(config, is_chief):
     """
     try:
         os.makedirs(config.model_dir, exist_ok=True)
-        if is_chief and not os.path.exists(os.path.join(config.model_dir, FLAGS_FILE)):
+        if write_flags and is_chief and not os.path.exists(os.path.join(config.model_dir, FLAGS_FILE)):
             write_json(os.path.join(config.model_dir, FLAGS_FILE), run_settings(config))
     except OSError as error:
         raise invalid_flag("model_dir", config.model_dir, f"a writable directory ({error.strerror})")
 
 
+def _history_rows(path):
+    """(header, {epoch: row as a list of fields}) of history.csv; rows that are not a
+    complete row of numbers under the first header (a second header written by a
+    concurrent run, a line cut by a kill) are skipped, and a re-run epoch keeps its
+    last row."""
+    header, rows = None, {}
+    if not os.path.exists(path):
+        return header, rows
+    with open(path, newline="") as file:
+        for fields in csv.reader(file):
+            if header is None:
+                if fields and fields[0] == "epoch":
+                    header = fields
+                continue
+            if len(fields) != len(header) or not all(_is_number(v) or v in ("", "NA") for v in fields):
+                continue
+            if _is_number(fields[0]) and float(fields[0]) == int(float(fields[0])) >= 0:
+                rows[int(float(fields[0]))] = fields
+    return header, rows
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_history(path):
     """Rows of history.csv by epoch (a re-run epoch keeps its last row); [] if absent.
+
+    Lines that are not a row of numbers under the first header are skipped.
 
     Example:
 
     >>> with open("history.csv", "w") as file:
-    ...     _ = file.write("epoch,loss\\n0,2.5\\n1,2.0\\n1,1.5\\n")
+    ...     _ = file.write("epoch,loss\\n0,2.5\\n1,2.0\\nepoch,loss\\n1,1.5\\n2,1.\\n")
     >>> read_history("history.csv")
-    [{'epoch': 0.0, 'loss': 2.5}, {'epoch': 1.0, 'loss': 1.5}]
+    [{'epoch': 0.0, 'loss': 2.5}, {'epoch': 1.0, 'loss': 1.5}, {'epoch': 2.0, 'loss': 1.0}]
+    """
+    header, rows = _history_rows(path)
+    return [
+        {k: float(v) for k, v in zip(header, rows[epoch]) if _is_number(v)} for epoch in sorted(rows)
+    ]
+
+
+def truncate_history(path, epochs_done):
+    """Rewrites history.csv (atomically) with its first header and the last row of each
+    epoch below `epochs_done`: a resumed run appends the epochs it trains again once.
+
+    Example:
+
+    >>> with open("history.csv", "w") as file:
+    ...     _ = file.write("epoch,loss\\n0,2.5\\n1,2.0\\nepoch,loss\\n1,1.5\\n2,1.")
+    >>> truncate_history("history.csv", 2)
+    >>> print(open("history.csv").read().replace("\\r", ""), end="")
+    epoch,loss
+    0,2.5
+    1,1.5
     """
     if not os.path.exists(path):
-        return []
-    rows = {}
-    with open(path, newline="") as file:
-        for row in csv.DictReader(file):
-            rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if v not in ("", None)}
-    return [rows[e] for e in sorted(rows)]
+        return
+    header, rows = _history_rows(path)
+
+    def write(file):
+        if header is not None and epochs_done > 0:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            writer.writerows(rows[epoch] for epoch in sorted(rows) if epoch < epochs_done)
+
+    _atomic_write(path, write)
 
 
 def save_model(model, path):

@@ -6,6 +6,7 @@ tensorflow/models `mnist_main.py`); the batch size is global.
 """
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -20,7 +21,9 @@ import models
 import slb_keras
 from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
 from training import schedule
+from training.guards import RunFailed, StopOnNonFinite, TrainingDiverged
 from training.keras_fixes import multi_worker_fixes
+from training.lock import RunDirLock
 from training.optimization import make_optimizer
 from training.run_dir import (
     BACKUP_DIR,
@@ -29,10 +32,13 @@ from training.run_dir import (
     MODEL_FILE,
     SUMMARY_FILE,
     TFLITE_FILE,
+    TEMPORARY_PREFIX,
     check_model_dir,
     create_model_dir,
     read_history,
+    remove_temporaries,
     save_model,
+    truncate_history,
     write_json,
 )
 from training.strategy import make_strategy, worker_role
@@ -57,8 +63,12 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         (`models.count_weights`), "history" (every epoch's logs), "strategy", "replicas".
 
     Raises:
-        UsageError: for bad input (flags, data, model_dir); nothing in model_dir is
-            changed in that case.
+        UsageError: for bad input (flags, data, model_dir, another live run holding
+            model_dir's lock, a backup that no longer fits the data); nothing in
+            model_dir is changed in that case.
+        RunFailed: the run diverged (`TrainingDiverged`) or a file could not be
+            written (disk full); model_dir keeps the backup of the last good epoch and
+            no model.keras, model.tflite or summary.json of this run.
 
     Example:
 
@@ -82,7 +92,8 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         raise invalid_flag("batch_size", config.batch_size, f"a multiple of the {replicas} replicas")
     try:
         info = input_pipeline.get_dataset_info(config.dataset, config.data_dir, config.image_size)
-        steps_per_epoch = config.steps_per_epoch or info.steps_per_epoch(config.batch_size)
+        full_pass = info.steps_per_epoch(config.batch_size)  # refuses a batch larger than the data
+        steps_per_epoch = config.steps_per_epoch or full_pass
     except ValueError as error:  # DatasetNotFoundError and DataError included
         message = str(error)  # data errors start with "<path>: ", as the flag would
         if not message.startswith(f"{config.dataset}: "):
@@ -97,13 +108,32 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         )
     is_chief, task_id = worker_role(strategy)
     done = check_model_dir(config, is_chief)
+    if done is None:
+        create_model_dir(config, is_chief, write_flags=False)
+    # One live run per model_dir (per task of a multi-worker run): released at exit or death.
+    lock = RunDirLock(config.model_dir, None if is_chief else f"worker{task_id}")
     if done is not None:
+        if is_chief and _leftovers(config.model_dir):  # a run killed after its summary.json
+            try:
+                with lock:
+                    _remove_leftovers(config.model_dir)
+            except UsageError:
+                pass  # a live run holds it: leave its files alone
         print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
         return done
-    create_model_dir(config, is_chief)
-    if is_chief:
-        print(schedule.describe(config), flush=True)
+    with lock:
+        done = check_model_dir(config, is_chief)  # again, now that no other run can change it
+        if done is not None:
+            print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
+            return done
+        create_model_dir(config, is_chief)
+        if is_chief:
+            remove_temporaries(config.model_dir)
+            print(schedule.describe(config), flush=True)
+        return _run_locked(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override)
 
+
+def _run_locked(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -112,8 +142,42 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         keras.config.set_dtype_policy("mixed_float16")
     try:
         return _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override)
+    except TrainingDiverged as error:
+        kept = (
+            f"its backup of epoch {error.epoch} (the last good one) is kept: the same command "
+            "resumes from it (and, with the same flags, likely diverges again)"
+            if error.epoch
+            else "no epoch completed, so there is nothing to resume"
+        )
+        raise TrainingDiverged(
+            error.what, error.value, error.epoch, error.step,
+            advice=f"{config.model_dir}: {kept}; to train with other settings (e.g. a lower "
+            "--lr) choose a new --model_dir.",
+        ) from None
+    except OSError as error:
+        raise _write_failure(config.model_dir, error) from None
+    except tf.errors.OpError as error:
+        if not _is_disk_error(str(error)):
+            raise
+        raise _write_failure(config.model_dir, error) from None
     finally:
         keras.config.set_dtype_policy(policy)
+
+
+def _is_disk_error(message):
+    return any(text in message for text in ("No space left", "File too large", "Disk quota"))
+
+
+def _write_failure(model_dir, error):
+    """The RunFailed of an error writing (or reading) a file during the run."""
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+    where = getattr(error, "filename", None)
+    return RunFailed(
+        f"{model_dir}: a file could not be written or read ({reason}"
+        + (f": {where}" if where else "")
+        + "). Nothing of the finished run was written over; its backup of the last "
+        "completed epoch is kept: free disk space and run the same command to resume."
+    )
 
 
 def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override):
@@ -144,17 +208,19 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         backup = keras.callbacks.BackupAndRestore(
             backup_dir, double_checkpoint=True, delete_checkpoint=False
         )
-        backup.set_model(model)
-        backup.on_train_begin()  # restores the last completed epoch, if any
-    initial_epoch = min(int(model.optimizer.iterations.numpy()) // steps_per_epoch, config.epochs)
+        _restore(backup, model, config, info)  # the last completed epoch, if any
+    step = int(model.optimizer.iterations.numpy())
+    initial_epoch = min(step // steps_per_epoch, config.epochs)
+    _agree_backup_metadata(backup_dir, initial_epoch)
+    if is_chief:
+        truncate_history(os.path.join(model_dir, HISTORY_FILE), initial_epoch)  # epochs re-run
     if initial_epoch:
         taus = [float(layer.temperature.numpy()) for layer in slb_keras.slb_layers(model)]
-        print(
-            f"Resuming {model_dir} at epoch {initial_epoch + 1}/{config.epochs} "
-            f"(step {int(model.optimizer.iterations.numpy())}"
-            + (f", temperature {taus[0]:.6g})" if taus else ")"),
-            flush=True,
-        )
+        state = f"step {step}" + (f", temperature {taus[0]:.6g}" if taus else "")
+        if initial_epoch < config.epochs:
+            print(f"Resuming {model_dir} at epoch {initial_epoch + 1}/{config.epochs} ({state})", flush=True)
+        else:  # killed after its last epoch, before summary.json
+            print(f"Resuming {model_dir} after its last epoch ({state}): finishing the run", flush=True)
 
     calibration_ds = None
     if datasets_override is not None:
@@ -197,6 +263,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             calibration_steps,
             os.path.join(model_dir, LOG_DIR) if is_chief else None,
         )
+    callbacks.append(StopOnNonFinite())  # after BN calibration, before anything is saved
     if is_chief:
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=True))
     callbacks.append(backup)
@@ -227,7 +294,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             summary["tflite_file"] = TFLITE_FILE
         summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))
         write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    _remove_dir(backup_dir)
     if is_chief:
         print(
             f"Hard-quantized test accuracy {test_accuracy:.4f} ({config.method}, "
@@ -235,6 +302,74 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             flush=True,
         )
     return summary
+
+
+def _restore(backup, model, config, info):
+    """Restores model and optimizer from the run's backup, or refuses in one line.
+
+    Keras falls back to the previous backup (double_checkpoint) when the latest weights
+    file is unreadable, but not when its metadata file is (a kill while writing it):
+    that file only repeats the epoch, which the optimizer's step counter gives, so it
+    is dropped here and rewritten by `_agree_backup_metadata`.
+    """
+    backup.set_model(model)
+    metadata = os.path.join(backup.backup_dir, "training_metadata.json")
+    for path in (metadata, metadata + ".bkp"):
+        try:
+            with open(path) as file:
+                json.load(file)["epoch"]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            os.remove(path)
+    try:
+        backup.on_train_begin()
+    except Exception as error:  # noqa: BLE001 - h5py, shape and Keras errors alike: one line
+        if isinstance(error, OSError):
+            reason = (
+                f"its backup in {backup.backup_dir} is unreadable ({' '.join(str(error).split())[:150]}); "
+                "delete that directory to train from the start, or choose another --model_dir"
+            )
+        else:
+            reason = (
+                f"its backup in {backup.backup_dir} does not fit the model this run builds "
+                f"({info.num_classes} classes, input {'x'.join(map(str, info.input_shape))}): "
+                "the run's data no longer matches its backup (did --dataset's classes or images "
+                "change?); restore the data or choose another --model_dir"
+            )
+        raise UsageError(f"Invalid --model_dir={config.model_dir}: {reason}.") from None
+
+
+def _agree_backup_metadata(backup_dir, epoch):
+    """Makes the backup's epoch (which `fit` starts from) that of the restored step counter."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not epoch or not os.path.exists(path):
+        return
+    with open(path) as file:
+        metadata = json.load(file)
+    if metadata.get("epoch") != epoch:
+        write_json(path, {**metadata, "epoch": epoch, "batch": 0})
+
+
+def _leftovers(model_dir):
+    """What a run killed after writing summary.json left: temporaries and its backup."""
+    names = os.listdir(model_dir)
+    return [n for n in names if n.startswith(TEMPORARY_PREFIX) or n == BACKUP_DIR]
+
+
+def _remove_leftovers(model_dir):
+    remove_temporaries(model_dir)
+    shutil.rmtree(os.path.join(model_dir, BACKUP_DIR), ignore_errors=True)
+
+
+def _remove_dir(path):
+    """Removes a directory so that a kill cannot leave part of it under its own name."""
+    if not os.path.isdir(path):
+        return
+    parent, name = os.path.split(path)
+    doomed = os.path.join(parent, f"{TEMPORARY_PREFIX}{name}-{os.getpid()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 class _EpochTimer(keras.callbacks.Callback):

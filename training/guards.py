@@ -1,0 +1,89 @@
+"""Failures of a run that was correctly set up: `RunFailed` (train.py exits with status
+1, one line) and `StopOnNonFinite`, the callback that stops a diverging run before its
+bad epoch reaches the backup, history.csv or any saved file.
+
+Status 1, not 2: the flags and the data were valid (status 2 means "bad input, nothing
+was done"); the run itself failed, and its model_dir keeps what resume needs.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+
+class RunFailed(RuntimeError):
+    """A run that stopped on a failure (diverged, disk full); train.py exits with status 1.
+
+    The message is one line saying what happened, what model_dir keeps and what to do.
+
+    Example:
+
+    >>> raise RunFailed("runs/x: the disk is full")
+    Traceback (most recent call last):
+    ...
+    training.guards.RunFailed: runs/x: the disk is full
+    """
+
+
+class TrainingDiverged(RunFailed):
+    """The loss, a validation metric or a weight became NaN or infinite.
+
+    Attributes:
+        what, value: what became non-finite, and its value.
+        epoch: the 0-based epoch in which it happened (= the epochs completed before).
+        step: the 0-based step in that epoch (None: at the epoch's end).
+        advice: appended to the message (what the run's directory keeps, what to do).
+
+    Example:
+
+    >>> TrainingDiverged("loss", float("nan"), epoch=2, step=5).epoch
+    2
+    """
+
+    def __init__(self, what, value, epoch, step=None, advice=""):
+        where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else " (at its end)")
+        super().__init__(f"training diverged: {what} became {value} in {where}" + (f"; {advice}" if advice else ""))
+        self.what, self.value, self.epoch, self.step, self.advice = what, value, epoch, step, advice
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raises `TrainingDiverged` on a non-finite loss (each batch) or, at an epoch's end,
+    a non-finite logged value or weight.
+
+    Keras's `TerminateOnNaN` stops the epoch but still runs its `on_epoch_end` callbacks
+    (which would back up and log the NaN weights) unless `raise_error=True`; this one
+    raises too, and also checks the weights and the epoch's logs, since the last step of
+    an epoch can make the weights NaN with a finite loss. Place it after the callbacks
+    that change the model at an epoch's end (BN calibration) and before those that save
+    (CSVLogger, BackupAndRestore): the last good epoch stays the one backed up.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> model.compile(loss="mse", optimizer="sgd")
+    >>> x = np.array([[np.nan]], "float32")
+    >>> try:
+    ...     model.fit(x, x, verbose=0, callbacks=[StopOnNonFinite()])
+    ... except TrainingDiverged as error:
+    ...     print(error)
+    training diverged: loss became nan in epoch 1, step 1
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged("loss", float(loss), getattr(self, "_epoch", 0), batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in sorted((logs or {}).items()):
+            if isinstance(value, (int, float, np.floating)) and not math.isfinite(float(value)):
+                raise TrainingDiverged(name, float(value), epoch)
+        for variable in self.model.weights:
+            values = np.asarray(keras.ops.convert_to_numpy(variable.value))
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                raise TrainingDiverged(f"weight {variable.path}", "non-finite", epoch)
