@@ -8,9 +8,10 @@ writes JSON.
 
 Variants (`--variants`, `VARIANTS`): "slb" and "ste" are the recipes of
 `training.recipes` (what train.py runs); "slb_old" is the schedule and optimizer
-before the authors' recipes (tau 0.01 -> 10 ending at 90%, cosine lr, decoupled
-weight decay, standard ResNet blocks); "ste_adam" is STE with Adam (lr 1e-3, no
-weight decay), the other half of the STE grid.
+before the authors' recipes (SGD, tau 0.01 -> 10 ending at 90%, cosine lr, decoupled
+weight decay, standard ResNet blocks); the STE grid is "ste_adam" (Adam 1e-3, no
+weight decay) and "ste_sgd" (the model recipe's SGD); the "slb_*" names are one-change
+ablations of the SLB recipe.
 
 Example:
 
@@ -37,6 +38,7 @@ VARIANTS = {
     "fp": ("fp", {}),
     "ste": ("ste", {}),
     "ste_adam": ("ste", {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
+    "ste_sgd": ("ste", {"optimizer": "sgd"}),  # the model recipe's SGD (VGG-Small: 0.02, 5e-4)
     "slb": ("slb", {}),
     "slb_old": ("slb", {
         "temperature_end": 10.0, "temperature_end_fraction": 0.9, "lr_schedule": "cosine",

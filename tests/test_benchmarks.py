@@ -61,15 +61,15 @@ def test_step_time_end_to_end_with_state_only_memory_ratio(tmp_path):
 def test_accuracy_end_to_end(tmp_path):
     report = _report("accuracy", [
         "--width_multiplier=0.125", "--epochs=1", "--steps_per_epoch=2", "--batch_size=16",
-        "--seeds=0,1", "--wa=1/1", "--variants=ste,ste_adam,slb",
+        "--seeds=0,1", "--wa=1/1", "--variants=ste_sgd,ste_adam,slb",
     ], tmp_path)
-    assert set(report["results"]) == {"ste 1/1", "ste_adam 1/1", "slb 1/1"}
+    assert set(report["results"]) == {"ste_sgd 1/1", "ste_adam 1/1", "slb 1/1"}
     for result in report["results"].values():
         assert len(result["accuracies"]) == 2
         assert all(0.0 <= a <= 1.0 for a in result["accuracies"])
         assert result["mean"] == pytest.approx(np.mean(result["accuracies"]))
     slb = report["results"]["slb 1/1"]
-    ste = max(report["results"]["ste 1/1"], report["results"]["ste_adam 1/1"], key=lambda r: r["mean"])
+    ste = max(report["results"]["ste_sgd 1/1"], report["results"]["ste_adam 1/1"], key=lambda r: r["mean"])
     assert report["best"]["ste 1/1"] == ste["variant"]  # STE at its best of the grid
     assert report["slb_at_least_ste"] == {"1/1": slb["mean"] >= ste["mean"]}
 

@@ -148,7 +148,9 @@ def test_short_budget_recipe_and_explicit_temperature_flags():
     assert {c.lr_schedule for c in short.values()} == {"cosine"}  # step at the authors' budget
     assert {(c.optimizer, c.lr, c.weight_decay) for c in short.values()} == {("adam", 1e-3, 0.0)}
     ste = training.resolve(training.Config(method="ste", epochs=6))
-    assert (ste.optimizer, ste.lr, ste.weight_decay, ste.lr_schedule) == ("sgd", 0.02, 5e-4, "cosine")
+    assert (ste.optimizer, ste.lr, ste.weight_decay, ste.lr_schedule) == ("adam", 1e-3, 0.0, "cosine")
+    fp = training.resolve(training.Config(method="fp", epochs=6))
+    assert (fp.optimizer, fp.lr, fp.weight_decay, fp.lr_schedule) == ("sgd", 0.02, 5e-4, "cosine")
     sgd = training.resolve(training.Config(epochs=6, optimizer="sgd"))  # the recipe's own lr and decay
     assert (sgd.lr, sgd.weight_decay) == (0.02, 5e-4)
     adam = training.resolve(training.Config(optimizer="adam"))  # not the recipe's: Adam's lr
