@@ -453,8 +453,8 @@ def _digits_run(data, constant_tau=None, seed=0, epochs=6):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    calibration = tf.data.Dataset.from_tensor_slices(xt).batch(128)
-    callbacks = [cb.BNCalibration(calibration), cb.SLBMetrics(x=xv)]
+    calibration_data = tf.data.Dataset.from_tensor_slices(xt).batch(128)
+    callbacks = [cb.BNCalibration(calibration_data), cb.SLBMetrics(x=xv)]
     if constant_tau is None:  # the authors' shape: the schedule ends before training does
         callbacks.insert(0, slb_keras.TemperatureScheduler(start=0.01, end=10.0, end_fraction=0.7))
     else:
@@ -474,7 +474,7 @@ def _digits_run(data, constant_tau=None, seed=0, epochs=6):
     for layer in bns:
         layer.calibrated.assign(1.0)
     # Soft network with exact soft statistics (its moving averages lag behind tau).
-    calibration.calibrate_bn(model, calibration, state="soft")
+    calibration.calibrate_bn(model, calibration_data, state="soft")
     soft, hard = calibration.soft_and_hard_outputs(model, xv)
     return {
         "val_accuracy": history.history["val_accuracy"][-1],
