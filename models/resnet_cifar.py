@@ -77,6 +77,15 @@ def apply_convprelubn_block(x, m, filters, *, stride, name, feeds_quantized=True
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
 
 
+def apply_stem_norm(x, m, *, prelu):
+    """After the stem conv: PReLU -> BN (the authors' blocks), else BN -> activation."""
+    if prelu:
+        x = m.prelu(x, name="stem_prelu")
+        return m.batch_norm(name="stem_bn", after_quantized=False)(x)
+    x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
+    return m.activation(x, name="stem_relu")
+
+
 def apply_stages(x, m, stage_filters, stage_strides, blocks_per_stage, apply_block=apply_basic_block):
     """Stacks the residual stages of `apply_block`; blocks are named stage{i}_block{j}."""
     for stage, (filters, stride) in enumerate(zip(stage_filters, stage_strides), start=1):
@@ -162,14 +171,8 @@ def resnet20(
 
     inputs = keras.Input(input_shape, name="image")
     x = m.conv2d(filters[0], 3, name="stem_conv", quantized=False)(inputs)
-    if block == "convprelubn":
-        x = m.prelu(x, name="stem_prelu")
-        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
-        apply_block = apply_convprelubn_block
-    else:
-        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
-        x = m.activation(x, name="stem_relu")
-        apply_block = apply_basic_block
+    x = apply_stem_norm(x, m, prelu=block == "convprelubn")
+    apply_block = apply_convprelubn_block if block == "convprelubn" else apply_basic_block
     x = apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = m.dense(num_classes, name="fc", quantized=False, dtype="float32")(x)

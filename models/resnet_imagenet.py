@@ -118,14 +118,8 @@ def resnet18(
 
     inputs = keras.Input(input_shape, name="image")
     x = m.conv2d(filters[0], 7, strides=2, name="stem_conv", quantized=False)(inputs)
-    if block == "bireal":
-        x = m.prelu(x, name="stem_prelu")
-        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
-        apply_block = apply_bireal_block
-    else:
-        x = m.batch_norm(name="stem_bn", after_quantized=False)(x)
-        x = m.activation(x, name="stem_relu")
-        apply_block = resnet_cifar.apply_basic_block
+    x = resnet_cifar.apply_stem_norm(x, m, prelu=block == "bireal")
+    apply_block = apply_bireal_block if block == "bireal" else resnet_cifar.apply_basic_block
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     x = resnet_cifar.apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
