@@ -187,6 +187,34 @@ def test_two_identical_commands_started_together_one_trains_one_is_refused(tmp_p
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_a_second_run_started_mid_run_is_refused_not_resumed_from_the_live_backup(tmp_path):
+    model_dir = tmp_path / "run"
+    flags = [f for f in TINY_FLAGS if not f.startswith(("--epochs=", "--steps_per_epoch="))]
+    args = [*flags, "--epochs=3", "--steps_per_epoch=400", f"--model_dir={model_dir}"]  # long epochs
+    first = _popen(args)
+    try:
+        lock = model_dir / ".lock"
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None and not (lock.exists() and lock.read_text()):
+            time.sleep(0.05)
+        second = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "train.py"), *args],
+            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        )
+        assert first.poll() is None, "the first run ended before the second was refused"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2 and "Resuming" not in second.stdout, second.stderr[-3000:]
+    assert _ours(second.stderr) == [
+        f"train.py: error: Invalid --model_dir={model_dir}: another run (PID {first.pid}) "
+        "is training in it; wait for it to end or choose another --model_dir."
+    ]
+    assert not (model_dir / training.SUMMARY_FILE).exists()
+    RunDirLock(str(model_dir)).acquire().release()  # the killed holder's lock died with it
+
+
 def test_history_with_a_stray_header_and_repeated_rows_is_read_and_rewritten(tmp_path):
     path = tmp_path / "history.csv"
     # What two concurrent runs and a kill after an epoch's row used to leave.
