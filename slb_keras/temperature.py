@@ -22,6 +22,7 @@ import numbers
 
 import keras
 
+from slb_keras import checks
 from slb_keras import layers as slb_layers_lib
 
 SCHEDULES = ("exp", "cos", "linear")
@@ -32,21 +33,8 @@ DEFAULT_END = 10.0  # the rebuttal's final tau (0.01 -> 10)
 HARD_TEMPERATURE = 1e30
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if not _is_int(value) or value <= 0:
-        allowed = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"Invalid {name}={value!r}: expected {allowed}.")
-    return int(value)
 
 
 def _epoch_of(fraction, epochs):
@@ -173,8 +161,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
                 raise ValueError(f"Invalid {name}={value!r}: expected a finite number > 0.")
         if schedule not in SCHEDULES:
             raise ValueError(f"Invalid schedule={schedule!r}: expected one of {SCHEDULES}.")
-        if not _is_int(restarts) or restarts < 0:
-            raise ValueError(f"Invalid restarts={restarts!r}: expected an int >= 0.")
+        checks.check_int("restarts", restarts, low=0)
         for name, value in (("start_fraction", start_fraction), ("end_fraction", end_fraction)):
             if not _is_real(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name}={value!r}: expected a number in [0, 1].")
@@ -197,15 +184,13 @@ class TemperatureScheduler(keras.callbacks.Callback):
         self.end = None if end is None else float(end)
         self.speed = None if speed is None else float(speed)
         self.schedule = schedule
-        self.total_steps = _check_positive_int("total_steps", total_steps, allow_none=True)
+        self.total_steps = checks.check_int("total_steps", total_steps, allow_none=True)
         self.restarts = int(restarts)
         self.start_fraction = float(start_fraction)
         self.end_fraction = float(end_fraction)
         self.hard_fraction = float(hard_fraction)
         self.update_freq = "epoch" if speed is not None else update_freq
-        self.steps_per_epoch = _check_positive_int(
-            "steps_per_epoch", steps_per_epoch, allow_none=True
-        )
+        self.steps_per_epoch = checks.check_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         self._fit_total_steps = None
         self._fit_steps_per_epoch = None
         self._epoch_first_step = 0
@@ -216,8 +201,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
 
     def __call__(self, step):
         """tau at global step `step` (an int >= 0), as a Python float."""
-        if not _is_int(step) or step < 0:
-            raise ValueError(f"Invalid step={step!r}: expected an int >= 0.")
+        checks.check_int("step", step, low=0)
         total = self.total_steps or self._fit_total_steps
         if total is None:
             raise ValueError(
