@@ -17,6 +17,7 @@ from importlib import metadata as _metadata
 from slb_keras.calibration import calibrate_bn
 from slb_keras.callbacks import BNCalibration
 from slb_keras.callbacks import SLBMetrics
+from slb_keras.initializers import QuadraticLogits
 from slb_keras.layers import SLBConv1D
 from slb_keras.layers import SLBConv2D
 from slb_keras.layers import SLBDense
@@ -76,6 +77,7 @@ __all__ = [
     "LayerSummary",
     "ModelSummary",
     "PACTQuantizer",
+    "QuadraticLogits",
     "SLBConv1D",
     "SLBConv2D",
     "SLBDense",
