@@ -41,7 +41,7 @@ CONFIG = dict(
     width_multiplier=0.0625,
     image_size=16,
     epochs=3,
-    steps_per_epoch=4,
+    steps_per_epoch=12,  # epochs long enough to be hit inside
     batch_size=16,
     bn_calibration_steps=2,
 )
@@ -274,7 +274,7 @@ def _aim(process, phase, rng, model_dir, times, resumed_at):
     if phase == "start-up":
         at = rng.uniform(0.3, 1.0) * times["describe"]
         return f"start-up +{at:.2f}s", at
-    if phase == "epoch" and resumed_at < CONFIG["epochs"]:
+    if phase == "epoch":
         epoch = rng.randint(resumed_at + 1, CONFIG["epochs"])
         if epoch == resumed_at + 1:  # from its first line, as long as the reference took
             started, _ = process.wait_for(lambda line: line.startswith("vgg_small"))
@@ -282,10 +282,8 @@ def _aim(process, phase, rng, model_dir, times, resumed_at):
         else:  # from the backup of the epoch before
             started = process.poll_until(lambda: _backup_epoch(model_dir) >= epoch - 1)
             length = times[f"backup{epoch}"] - times[f"backup{epoch - 1}"]
-        delay = rng.uniform(0, length)
+        delay = rng.uniform(0, 0.8 * length)  # this machine's speed varies: stay inside
         return f"epoch {epoch} +{delay:.2f}s", None if started is None else started + delay
-    if phase == "epoch":
-        phase = "save"
     # What a killed process left (a temporary, model.keras) does not count.
     stale, model_file = _temporary_models(model_dir), os.path.join(model_dir, "model.keras")
     saved = _mtime(model_file)
@@ -312,7 +310,7 @@ def run_faults(kills, seed, work_dir, verbose=True):
     if reference.popen.returncode != 0:
         raise RuntimeError("the reference run failed:\n" + "\n".join(l for _, l in reference.stderr[-20:]))
     reference_flags = training.read_json(os.path.join(reference_dir, training.FLAGS_FILE))
-    rows, chain, done_kills = [], 0, 0
+    rows, chain, done_kills, phase = [], 0, 0, None
     model_dir = None
     while True:
         if model_dir is None:
@@ -321,8 +319,14 @@ def run_faults(kills, seed, work_dir, verbose=True):
         resumed_at = _backup_epoch(model_dir) if os.path.isdir(model_dir) else 0
         process = _Process(model_dir)
         row = {"chain": chain, "process": sum(r["chain"] == chain for r in rows) + 1}
-        if done_kills < kills:
-            target, at = _aim(process, next(phases), rng, model_dir, times, resumed_at)
+        phase = phase or next(phases)
+        if done_kills < kills and phase == "epoch" and resumed_at >= CONFIG["epochs"]:
+            # This chain is past its epochs: let it complete (a check) and aim at a new one.
+            process.popen.wait()
+            row.update(target="- (new chain)", killed=False)
+        elif done_kills < kills:
+            target, at = _aim(process, phase, rng, model_dir, times, resumed_at)
+            phase = None
             alive = at is not None and process.sleep_until(at)
             if alive:
                 os.kill(process.popen.pid, signal.SIGKILL)
