@@ -112,7 +112,7 @@ def main(argv):
         training.run(FLAGS)
     except (training.UsageError, input_pipeline.DatasetNotFoundError) as error:
         _fail(error)
-    except training.guards.RunFailed as error:  # valid input, failed run (diverged, disk full)
+    except training.RunFailed as error:  # valid input, failed run (diverged, disk full)
         print(f"train.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(1)
 

@@ -28,6 +28,11 @@ Modules (each imports only those above it):
 - `schedule`: `temperature_arguments`, `describe`, `recipe_record` (what a resolved
   config implies).
 - `optimization`: `make_lr_schedule`, `make_optimizer`.
+- `guards`: `RunFailed` / `TrainingDiverged` (a valid run that failed: train.py exits
+  with status 1) and `StopOnNonFinite` (stops a diverging run before its bad epoch is
+  saved).
+- `lock`: `RunDirLock`, one live run per model_dir (a second one is refused naming the
+  holder's PID).
 - `run_dir`: the run's file names, atomic writes (`write_json`), model_dir checks.
 - `strategy`: `make_strategy`, `worker_role`.
 - `keras_fixes`: the MultiWorkerMirroredStrategy workaround (the only private Keras).
@@ -55,6 +60,7 @@ from training.config import (
     resolve,
     run_settings,
 )
+from training.guards import RunFailed, TrainingDiverged
 from training.optimization import SGD_MOMENTUM, STEP_DECAY, make_lr_schedule, make_optimizer
 from training.recipes import RECIPES
 from training.run_dir import (
@@ -73,6 +79,8 @@ from training.schedule import describe, temperature_arguments
 from training.strategy import make_strategy
 
 __all__ = [
+    "RunFailed",
+    "TrainingDiverged",
     "describe",
     "temperature_arguments",
     "BACKUP_DIR",
