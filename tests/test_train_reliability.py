@@ -319,14 +319,14 @@ def test_nan_loss_stops_the_run_keeps_the_last_good_backup_and_it_resumes(tmp_pa
 
 
 def test_stop_on_non_finite_checks_the_weights_at_an_epoch_end():
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="fc")])
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="fc")], name="net")
     callback = StopOnNonFinite()
     callback.set_model(model)
     callback.on_epoch_end(0, {"loss": 1.0, "val_loss": 2.0})  # finite: nothing
     with pytest.raises(TrainingDiverged, match="val_loss became inf in epoch 3 \\(at its end\\)"):
         callback.on_epoch_end(2, {"loss": 1.0, "val_loss": float("inf")})
     model.get_layer("fc").bias.assign([np.nan])
-    with pytest.raises(TrainingDiverged, match="weight sequential/fc/bias became non-finite in epoch 1"):
+    with pytest.raises(TrainingDiverged, match="weight net/fc/bias became non-finite in epoch 1"):
         callback.on_epoch_end(0, {"loss": 1.0})
 
 
