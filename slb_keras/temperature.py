@@ -92,7 +92,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
     Args:
         start: tau at the start of the schedule, > 0.
         end: tau at the end, > 0 (start/end form; default 10, the rebuttal's
-            0.01 -> 10). Must be None with `speed`.
+            0.01 -> 10). Must be None with `speed`. `end < start` is allowed
+            and gives a falling schedule (tau decreasing: the choice softens).
         schedule: "exp", "cos" or "linear" (start/end form).
         total_steps: T; defaults to what `fit` will run in total
             (`epochs * steps per epoch`, counted from epoch 0, so resumed
