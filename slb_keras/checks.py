@@ -101,7 +101,7 @@ def check_graph_model(model, action="converted"):
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"Invalid model={model!r}: expected a keras.Sequential or Functional "
-            "keras.Model."
+            "Keras model."
         )
     if not is_graph_model(model):
         raise ValueError(

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from slb_keras import checks
 from slb_keras import layers as slb_layers_module
 from slb_keras import normalization
 from slb_keras import quantizers
@@ -135,7 +136,7 @@ def inference_model_and_kernels(model, float32=False):
     >>> type(inference.layers[-1]).__name__, kernels[0].layer is inference.layers[-1]
     ('Dense', True)
     """
-    _check_model(model)
+    checks.check_graph_model(model, "exported")
     if not slb_layers_module.slb_layers(model):
         warnings.warn(
             f"Model {model.name!r} has no SLB layers: its inference model and "
@@ -159,39 +160,6 @@ def _check_finite(model):
                     f"{kind} ({variable.path}: {int(np.sum(~np.isfinite(values)))} of "
                     f"{values.size} values are NaN or infinite); only finite values export."
                 )
-
-
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"Invalid model={model!r}: expected a Keras model.")
-    if not is_graph_model(model):
-        raise ValueError(
-            f"Invalid model={model.name!r} ({type(model).__name__}): expected a "
-            "Sequential or Functional model; a subclassed model cannot be rebuilt "
-            "layer by layer."
-        )
-    try:
-        built = model.built and bool(model.inputs)
-    except (AttributeError, ValueError):  # a Sequential with no input shape
-        built = False
-    if not built:
-        raise ValueError(
-            f"Invalid model={model.name!r}: the model is not built; start it with "
-            "keras.Input(shape) or call it on data before exporting."
-        )
-
-
-def is_graph_model(model):
-    """True for a Sequential or Functional model (one that can be rebuilt node by node).
-
-    Example:
-
-    >>> is_graph_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
-    True
-    """
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
 
 
 def _as_functional(model):
@@ -231,7 +199,7 @@ def _convert_graph(model, kernels, float32):
         if isinstance(op, (quantizers.ActivationQuantizer, quantizers.PACTQuantizer)):
             quantize = _quantizer_ops(op)
             return lambda inputs, **kwargs: quantize(inputs)
-        if is_graph_model(op):
+        if checks.is_graph_model(op):
             return _convert_graph(op, kernels, float32)
         if isinstance(op, normalization.StateBatchNormalization):
             return _replace_state_batch_norm(op, config_of(op), copies)
@@ -352,7 +320,7 @@ def _fold_batch_norms(model):
     def replacement(op):
         if id(op) in folded_ids:
             return lambda inputs, **kwargs: inputs
-        if is_graph_model(op):
+        if checks.is_graph_model(op):
             return _fold_batch_norms(op)
         config = op.get_config()
         if id(op) in folds:

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from slb_keras import checks
 from slb_keras import export_report
 from slb_keras import files
 from slb_keras import inference_model as inference_module
@@ -299,7 +300,7 @@ def _run_graph(model, inputs, replaced):
     def operation_fn(op):
         if id(op) in replaced:
             return lambda x, **kwargs: replaced[id(op)](x)
-        if inference_module.is_graph_model(op):
+        if checks.is_graph_model(op):
             return lambda *args, **kwargs: _run_graph(op, list(args), replaced)
         return op
 
