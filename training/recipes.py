@@ -25,7 +25,7 @@ decay epochs are not published. **Decision**: CIFAR-10 decays at 50% and 75% of 
 (`CIFAR10_LR_STEPS`); ImageNet at epochs 70, 90 and 110 of 120 (the rebuttal). Shorter
 runs use cosine decay to 0 (`SHORT_BUDGET_LR_SCHEDULE`): with step decay the last epochs,
 which train the network at high tau, run at 1/100 of the rate (on digits at 6 epochs,
-W1A1: 94.2% with steps at 50/75%, 91.4% with LQ-Nets' 20/40/75%, 96.2% with cosine;
+W1A1: 94.2% with steps at 50/75%, 90.5% with LQ-Nets' 20/40/75%, 96.2% with cosine;
 BENCHMARKS.md "Recipes"). Weight decay is coupled (PyTorch's, the authors' framework:
 `slb_keras.optimizers`).
 
