@@ -681,3 +681,18 @@ def test_docstring_examples(tmp_path, monkeypatch):
         assert result.failed == 0, name
         attempted[name] = result.attempted
     assert all(attempted.values()), attempted  # every module has examples
+
+
+def test_export_on_a_finished_run_writes_the_tflite(tmp_path, capsys):
+    config = {**TINY, "model_dir": str(tmp_path)}
+    first = training.run(config)
+    assert "tflite_file" not in first and not (tmp_path / training.TFLITE_FILE).exists()
+    capsys.readouterr()
+    second = training.run({**config, "export": True})  # --export is not part of the run's flags
+    assert "wrote model.tflite" in capsys.readouterr().out
+    assert second["tflite_file"] == training.TFLITE_FILE and second["test_accuracy"] == first["test_accuracy"]
+    assert (tmp_path / training.TFLITE_FILE).stat().st_size > 0
+    with open(tmp_path / training.SUMMARY_FILE) as file:
+        assert json.load(file)["tflite_file"] == training.TFLITE_FILE
+    training.run({**config, "export": True})
+    assert "nothing to do" in capsys.readouterr().out

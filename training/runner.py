@@ -119,13 +119,13 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
                     _remove_leftovers(config.model_dir)
             except UsageError:
                 pass  # a live run holds it: leave its files alone
-        print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
-        return done
+        if not _needs_export(config, is_chief):
+            print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
+            return done
     with lock:
         done = check_model_dir(config, is_chief)  # again, now that no other run can change it
         if done is not None:
-            print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
-            return done
+            return _finish_completed(config, done, is_chief)
         create_model_dir(config, is_chief)
         if is_chief:
             remove_temporaries(config.model_dir)
@@ -403,6 +403,26 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     if calibration_steps:
         callbacks.append(slb_keras.BNCalibration(calibration_ds, steps=calibration_steps))
     return callbacks
+
+
+def _needs_export(config, is_chief):
+    """Whether --export asks for a model.tflite that a completed run does not have yet."""
+    return is_chief and config.export and not os.path.exists(os.path.join(config.model_dir, TFLITE_FILE))
+
+
+def _finish_completed(config, done, is_chief):
+    """A completed run (under its lock): writes the missing model.tflite for --export."""
+    if not _needs_export(config, is_chief):
+        print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
+        return done
+    model = keras.models.load_model(os.path.join(config.model_dir, MODEL_FILE))
+    # STE layers go out as the SLB layers of the same hard kernel (exact int8).
+    exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
+    slb_keras.export_tflite(exported, os.path.join(config.model_dir, TFLITE_FILE))
+    done = {**done, "tflite_file": TFLITE_FILE}
+    write_json(os.path.join(config.model_dir, SUMMARY_FILE), done)
+    print(f"{config.model_dir} holds this completed run: wrote {TFLITE_FILE}.", flush=True)
+    return done
 
 
 def _make_summary(
