@@ -26,35 +26,17 @@ import input_pipeline
 import slb_keras
 import train
 import training
+from tiny_run import TINY, TINY_FLAGS, child_env
 from tfds_mock import write_tfds_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    model="vgg_small",
-    dataset="digits",
-    width_multiplier=0.0625,
-    image_size=16,
-    epochs=2,
-    steps_per_epoch=2,
-    batch_size=16,
-    bn_calibration_steps=2,
-    verbose=0,
-)
-TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items() if k != "verbose"]
-
-
-def _env(**extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra}
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 def _train_py(args, env=None, **kwargs):
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), *args],
         cwd=ROOT,
-        env=env or _env(),
+        env=env or child_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -581,7 +563,7 @@ def test_two_workers_on_localhost_match_one_device(even_digits, tmp_path):
         subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "train.py"), *flags, f"--model_dir={tmp_path / 'mw'}"],
             cwd=ROOT,
-            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            env=child_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -617,7 +599,7 @@ def test_kill_9_during_an_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     metadata = model_dir / "backup" / "training_metadata.json"
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), *flags, f"--model_dir={model_dir}"],
-        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 240

@@ -28,36 +28,19 @@ import tensorflow as tf
 import input_pipeline
 import train
 import training
+from tiny_run import TINY, TINY_FLAGS, child_env
 from training.guards import RunFailed, StopOnNonFinite, TrainingDiverged
 from training.lock import RunDirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    model="vgg_small",
-    dataset="digits",
-    width_multiplier=0.0625,
-    image_size=16,
-    epochs=2,
-    steps_per_epoch=2,
-    batch_size=16,
-    bn_calibration_steps=2,
-    verbose=0,
-)
-TINY_FLAGS = [f"--{k}={v}" for k, v in TINY.items() if k != "verbose"]
 # TensorFlow's C++ runtime logs a few lines at start whatever TF_CPP_MIN_LOG_LEVEL says.
 TF_STARTUP_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following)")
-
-
-def _env(**extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra}
-    env.pop("TF_CONFIG", None)
-    return env
 
 
 def _popen(args):
     return subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), *args],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -135,7 +118,7 @@ time.sleep(120)
 def test_lock_refuses_a_second_holder_naming_its_pid_and_dies_with_its_holder(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER.format(root=ROOT, path=str(tmp_path))],
-        stdout=subprocess.PIPE, text=True, env=_env(),
+        stdout=subprocess.PIPE, text=True, env=child_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -182,7 +165,7 @@ def test_two_identical_commands_started_together_one_trains_one_is_refused(tmp_p
     assert _no_temporaries(model_dir)
     again = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), *args],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300,
     )
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr[-2000:]
 
@@ -200,7 +183,7 @@ def test_a_second_run_started_mid_run_is_refused_not_resumed_from_the_live_backu
             time.sleep(0.05)
         second = subprocess.run(
             [sys.executable, os.path.join(ROOT, "train.py"), *args],
-            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300,
         )
         assert first.poll() is None, "the first run ended before the second was refused"
     finally:
@@ -335,7 +318,7 @@ def test_train_py_exits_1_in_one_line_when_the_loss_becomes_nan(tmp_path):
     model_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), *TINY_FLAGS, "--lr=1e30", f"--model_dir={model_dir}"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert _ours(result.stderr) == [
@@ -442,7 +425,7 @@ def test_a_real_full_disk_exits_1_in_one_line_and_the_same_command_resumes(tmp_p
         args = [*TINY_FLAGS, f"--model_dir={model_dir}"]
         full = subprocess.run(
             [sys.executable, os.path.join(ROOT, "train.py"), *args],
-            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300,
         )
         assert full.returncode == 1, full.stderr[-3000:]
         (line,) = _ours(full.stderr)
