@@ -56,6 +56,18 @@ def _merge(accumulated, count, mean, m2):
     return total, mean_a + delta * share, m2_a + m2 + delta * delta * count_a * share
 
 
+def _check_finite(layer, mean, m2, batch):
+    """Raises a ValueError if a batch gave `layer` non-finite statistics (nothing is stored)."""
+    bad = ~(np.isfinite(mean) & np.isfinite(m2))
+    if np.any(bad):
+        raise ValueError(
+            f"calibrate_bn: layer {layer.name!r} got non-finite batch statistics (NaN or inf "
+            f"mean/variance in {int(bad.sum())} of {bad.size} channels) from batch {batch}: "
+            "its inputs hold NaN or inf (check the data and the weights before it); no "
+            "statistic was changed."
+        )
+
+
 @contextlib.contextmanager
 def _calibrating(layers):
     """Turns on the `calibrating` attribute of `layers` for the block."""
@@ -135,18 +147,21 @@ class Calibrator:
         accumulated = [None] * len(self.layers)
         batches = 0
         soft = slb_layers_lib.soft_inference(self.model) if self.state == "soft" else None
-        with _calibrating(self.layers), soft or contextlib.nullcontext():
-            for run_step in self._batches(dataset):
-                for layer in self.layers:
-                    layer.reset_calibration_accumulators()
-                run_step()
-                for index, layer in enumerate(self.layers):
-                    count, mean, m2 = layer.calibration_accumulators()
-                    if np.any(count > 0):
-                        accumulated[index] = _merge(accumulated[index], count, mean, m2)
-                batches += 1
-        for layer in self.layers:
-            layer.reset_calibration_accumulators()
+        try:
+            with _calibrating(self.layers), soft or contextlib.nullcontext():
+                for run_step in self._batches(dataset):
+                    for layer in self.layers:
+                        layer.reset_calibration_accumulators()
+                    run_step()
+                    batches += 1
+                    for index, layer in enumerate(self.layers):
+                        count, mean, m2 = layer.calibration_accumulators()
+                        if np.any(count > 0):
+                            _check_finite(layer, mean, m2, batches)
+                            accumulated[index] = _merge(accumulated[index], count, mean, m2)
+        finally:
+            for layer in self.layers:
+                layer.reset_calibration_accumulators()
         if batches == 0:
             raise ValueError("calibrate_bn: the dataset is empty (it yielded no batch).")
         if steps is not None and batches < steps:
@@ -219,8 +234,10 @@ def calibrate_bn(model, dataset, steps=None, state="hard"):
 
     Raises:
         ValueError: for `steps` <= 0, an empty or infinite (with
-            steps=None) dataset, an unknown `state`, or a model without
-            state BN layers.
+            steps=None) dataset, an unknown `state`, a model without
+            state BN layers, or non-finite batch statistics (a NaN or inf
+            in the data or the weights reached a state BN layer); nothing is
+            stored then, every layer keeps its previous statistics.
 
     Example:
 

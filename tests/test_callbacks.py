@@ -196,6 +196,27 @@ def test_calibrate_bn_bad_arguments():
         assert float(model.get_layer(n).calibrated.numpy()) == 0.0  # nothing was half done
 
 
+@pytest.mark.parametrize("state", ["hard", "soft"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_calibrate_bn_refuses_non_finite_data_and_keeps_the_statistics(state, bad):
+    model = _conv_model()
+    x = _images(32)
+    calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(x).batch(8), state=state)
+    names = ("moving_mean", "moving_variance") if state == "soft" else ("hard_moving_mean", "hard_moving_variance")
+    before = {(n, v): getattr(model.get_layer(n), v).numpy().copy() for n in ("bn1", "bn2") for v in names}
+    x[11, 2, 3, 1] = bad  # one value, in the second batch
+    data = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    with pytest.raises(ValueError, match=r"layer 'bn1' got non-finite batch statistics .* from batch 2: .*no statistic was changed") as error:
+        calibration.calibrate_bn(model, data, state=state)
+    assert "\n" not in str(error.value)
+    for (n, v), old in before.items():
+        np.testing.assert_array_equal(getattr(model.get_layer(n), v).numpy(), old)
+    assert [float(model.get_layer(n).calibrated.numpy()) for n in ("bn1", "bn2")] == [float(state == "hard")] * 2
+    # The layers are left as before: a clean calibration afterwards is exact again.
+    assert calibration.calibrate_bn(model, tf.data.Dataset.from_tensor_slices(_images(32)).batch(8)) == 4
+    assert all(np.isfinite(a).all() for pair in _hard_statistics(model) for a in pair)
+
+
 def test_calibrate_bn_nested_and_shared_layers():
     keras.utils.set_random_seed(0)
     inner = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(3, wbits=2), slb_keras.StateBatchNormalization()])
