@@ -25,9 +25,11 @@ Model-level helpers: `slb_layers`, `set_temperature`, `soft_inference`,
 """
 
 import contextlib
+import math
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from slb_keras import ops as slb_ops
@@ -260,7 +262,9 @@ def set_temperature(model, temperature):
 
     Args:
         model: a Keras model or layer.
-        temperature: tau, a finite number > 0 (or a scalar tensor).
+        temperature: tau, a finite number > 0: an int or float (numpy
+            scalars included) or a scalar tensor. A string such as "1" or a
+            bool is refused, not converted.
 
     Returns:
         The number of SLB layers updated.
@@ -275,15 +279,12 @@ def set_temperature(model, temperature):
     1
     >>> float(model.layers[0].temperature.numpy())
     10.0
+    >>> set_temperature(model, "1")
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid temperature='1': expected a finite number > 0 (an int, a float or a scalar tensor); got a str.
     """
-    try:
-        tau = float(ops.convert_to_numpy(temperature))
-    except (TypeError, ValueError):
-        tau = float("nan")
-    if not (tau > 0 and tau < float("inf")):
-        raise ValueError(
-            f"Invalid temperature={temperature!r}: expected a finite number > 0."
-        )
+    tau = _temperature_value(temperature)
     layers = slb_layers(model)
     for layer in layers:
         if not layer.built:
@@ -294,6 +295,26 @@ def set_temperature(model, temperature):
         layer.temperature.assign(tau)
     return len(layers)
 
+
+def _temperature_value(temperature):
+    """`temperature` as a float, or a ValueError naming it (strings and bools refused)."""
+    try:
+        array = np.asarray(ops.convert_to_numpy(temperature))
+    except (TypeError, ValueError):
+        array = None
+    kind = "" if array is None or array.ndim else array.dtype.kind
+    if kind not in ("i", "u", "f"):
+        received = type(temperature).__name__
+        if array is not None and array.ndim:
+            received += f" of shape {array.shape}"
+        raise ValueError(
+            f"Invalid temperature={temperature!r}: expected a finite number > 0 (an int, "
+            f"a float or a scalar tensor); got a {received}."
+        )
+    tau = float(array)
+    if not 0 < tau < math.inf:
+        raise ValueError(f"Invalid temperature={temperature!r}: expected a finite number > 0.")
+    return tau
 
 
 @contextlib.contextmanager

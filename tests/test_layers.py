@@ -207,6 +207,29 @@ def test_set_temperature_bad(bad):
         slb_keras.set_temperature(layer, bad)
 
 
+@pytest.mark.parametrize(
+    "bad, received",
+    [("1", "str"), (b"1", "bytes"), (True, "bool"), (None, "NoneType"), ([2.0], "list of shape (1,)")],
+)
+def test_set_temperature_refuses_strings_and_non_numbers(bad, received):
+    layer = _build(slb_keras.SLBDense, {"units": 2}, (1, 3))
+    slb_keras.set_temperature(layer, 3.0)
+    with pytest.raises(ValueError) as error:
+        slb_keras.set_temperature(layer, bad)
+    assert str(error.value) == (
+        f"Invalid temperature={bad!r}: expected a finite number > 0 (an int, a float or a "
+        f"scalar tensor); got a {received}."
+    )
+    assert layer.temperature.numpy() == 3.0  # unchanged
+
+
+@pytest.mark.parametrize("tau", [2, np.int64(2), np.float16(2.0), tf.constant(2.0), keras.Variable(2.0)])
+def test_set_temperature_takes_numbers_and_scalar_tensors(tau):
+    layer = _build(slb_keras.SLBDense, {"units": 2}, (1, 3))
+    assert slb_keras.set_temperature(layer, tau) == 1
+    assert layer.temperature.numpy() == 2.0
+
+
 def test_fit_under_mirrored_strategy(mirrored_strategy):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8, 8, 3)).astype(np.float32)
