@@ -218,7 +218,35 @@ class SLBLayerMixin:
         keras.layers.Layer.save_own_variables(self, store)
 
     def load_own_variables(self, store):
+        self._check_saved_logits(store)
         keras.layers.Layer.load_own_variables(self, store)
+
+    def _check_saved_logits(self, store):
+        """A short ValueError if the saved kernel_logits do not fit (e.g. another wbits)."""
+        variables = self._trainable_variables + self._non_trainable_variables
+        index = next((i for i, v in enumerate(variables) if v is self.kernel_logits), None)
+        if index is None or len(store.keys()) != len(variables):
+            return  # Keras's own check names the count mismatch
+        saved = tuple(getattr(store[str(index)], "shape", ()))
+        expected = tuple(self.kernel_logits.shape)
+        if saved == expected:
+            return
+        kernel_shape = expected[:-1]
+        if saved[:-1] == kernel_shape and saved:
+            held = saved[-1]
+            bits = held.bit_length() - 1
+            saved_bits = f"wbits={bits}" if held == 2**bits and bits >= 1 else "no wbits"
+            raise ValueError(
+                f"Cannot load the weights of layer {self.name!r}: it has wbits={self.wbits} "
+                f"({2**self.wbits} values per weight) but the saved kernel_logits hold "
+                f"{held} values per weight ({saved_bits}); build the layer with the wbits "
+                "the weights were saved with."
+            )
+        raise ValueError(
+            f"Cannot load the weights of layer {self.name!r}: its kernel_logits have shape "
+            f"{expected} (kernel {kernel_shape}, wbits={self.wbits}) but the saved ones "
+            f"have shape {saved}."
+        )
 
     def enable_lora(self, *args, **kwargs):
         raise ValueError("LoRA is not supported by SLB layers: their kernel is low-bit.")

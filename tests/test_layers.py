@@ -1,4 +1,5 @@
 import inspect
+import os
 import zipfile
 
 import h5py
@@ -179,6 +180,53 @@ def test_save_load_keras_file_identical_and_stores_logits(tmp_path):
         f.visititems(lambda name, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
     assert (3, 3, 3, 6, 4) in shapes and (3, 3, 6, 1, 8) in shapes and (96, 4, 2) in shapes
     assert (3, 3, 3, 6) not in shapes and (96, 4) not in shapes
+
+
+def _wbits_model(wbits, filters=6):
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        slb_keras.SLBConv2D(filters, 3, wbits=wbits, name="conv"),
+        keras.layers.Flatten(),
+        slb_keras.SLBDense(4, wbits=1, name="fc"),
+    ])
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_load_weights_across_wbits_names_wbits_in_a_short_message(suffix, tmp_path):
+    path = os.fspath(tmp_path / f"saved{suffix}")
+    saved = _wbits_model(2)
+    saved.save_weights(path) if suffix == ".weights.h5" else saved.save(path)
+    target = _wbits_model(1)
+    conv = target.get_layer("conv")
+    before = [v.numpy().copy() for v in conv.weights]
+    with pytest.raises(ValueError) as error:
+        target.load_weights(path)
+    message = str(error.value)
+    assert (
+        "Cannot load the weights of layer 'conv': it has wbits=1 (2 values per weight) but the "
+        "saved kernel_logits hold 4 values per weight (wbits=2); build the layer with the "
+        "wbits the weights were saved with." in message
+    )
+    assert len(message) < 600 and "value=" not in message  # no dump of the variable's values
+    for variable, old in zip(conv.weights, before):  # the refused layer is left as it was
+        np.testing.assert_array_equal(variable.numpy(), old)
+    # The matching wbits still loads, exactly.
+    same = _wbits_model(2)
+    same.load_weights(path)
+    for a, b in zip(same.weights, saved.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_load_weights_with_another_kernel_shape_names_both_shapes(tmp_path):
+    path = os.fspath(tmp_path / "saved.weights.h5")
+    _wbits_model(2, filters=6).save_weights(path)
+    with pytest.raises(ValueError) as error:
+        _wbits_model(2, filters=5).load_weights(path)
+    assert (
+        "Cannot load the weights of layer 'conv': its kernel_logits have shape (3, 3, 3, 5, 4) "
+        "(kernel (3, 3, 3, 5), wbits=2) but the saved ones have shape (3, 3, 3, 6, 4)."
+    ) in str(error.value)
+    assert len(str(error.value)) < 600
 
 
 def test_mixed_precision_soft_and_hard():
