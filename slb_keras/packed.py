@@ -35,7 +35,10 @@ uncompressed (so their sizes are bounded by the file's):
 `load_packed` trusts nothing in the file: every field is checked (the value
 set must be `value_set(bits)`, each member must exist, have the size its shape
 implies and its checksum) before a member is read, and a `.npy` header must
-match its entry. Version 1 files (no checksums, manifest stored) still load.
+match its entry. The model config is rebuilt with its variables unallocated
+and refused unless the weights it implies are the entries' (so a config
+declaring a Dense with units=10**9 allocates nothing). Version 1 files (no
+checksums, manifest stored) still load.
 
 Example:
 
@@ -54,6 +57,7 @@ import zipfile
 
 import keras
 import numpy as np
+from keras.src.backend.common import global_state  # see _PENDING
 
 from slb_keras import export_report
 from slb_keras import files
@@ -68,6 +72,12 @@ _MAX_MANIFEST_BYTES = 64 * 2**20
 _MAX_NPY_HEADER = 4096
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _ENCODINGS = ("raw", "codes")
+# Variables a rebuilt config may create besides its weights (e.g. a Dropout's
+# seed state: 2 values).
+_MAX_OTHER_VALUES = 2**16
+# Keras's list of the variables created in a StatelessScope and not yet
+# allocated (no public API forgets them: see `_build_model`).
+_PENDING = "uninitialized_variables"
 
 
 # -- bit packing -------------------------------------------------------------------
@@ -218,7 +228,9 @@ def load_packed(path):
 
     Raises:
         ValueError: if `path` is not a packed file of a supported version, or
-            is inconsistent (a missing member, a wrong size or shape).
+            is inconsistent (a missing member, a wrong size, shape or
+            checksum, a model config implying other weights than the
+            manifest's: checked before any weight is allocated).
 
     Example:
 
@@ -255,17 +267,67 @@ def _load(archive, path):
         raise bad(f"{_MANIFEST} needs a \"model\" object and a \"weights\" list")
     arrays = [_read_weight(archive, entry, manifest["version"], bad) for entry in entries]
     # Every member was checked against its entry and read within its size; only
-    # now is the model built.
-    try:
-        model = keras.models.model_from_json(json.dumps(manifest["model"]))
-    except Exception as error:  # noqa: BLE001 - any config Keras refuses is bad input
-        raise bad(f"the model config does not load ({error})") from error
-    expected = [(v.path, tuple(v.shape)) for v in model.weights]
-    if [(e["path"], tuple(e["shape"])) for e in entries] != expected:
-        raise bad("the weights do not match the model")
+    # now is the model built, and its variables take memory only once their
+    # shapes are those of the entries.
+    model = _build_model(manifest["model"], entries, bad)
     for variable, array in zip(model.weights, arrays):
         variable.assign(array)
     return model
+
+
+def _build_model(config, entries, bad):
+    """The model of `config`, its variables allocated only if they match `entries`.
+
+    The config is rebuilt in a `keras.StatelessScope`, where Keras creates
+    variables with their shapes but no memory. A config that implies other
+    weights than the manifest's entries hold (e.g. a Dense with units=10**9:
+    its kernel would need gigabytes no member holds) is refused before
+    anything is allocated.
+    """
+    pending = list(global_state.get_global_attribute(_PENDING, None) or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            try:
+                model = keras.models.model_from_json(json.dumps(config))
+            except Exception as error:  # noqa: BLE001 - any config Keras refuses is bad input
+                raise bad(f"the model config does not load ({error})") from error
+            created = [
+                v for v in global_state.get_global_attribute(_PENDING, None) or []
+                if not any(v is p for p in pending)
+            ]
+            _check_implied_weights(model, created, entries, bad)
+    except BaseException:
+        # Forget the unallocated variables, or the next StatelessScope to close
+        # (any later symbolic call) would allocate them.
+        global_state.set_global_attribute(_PENDING, pending)
+        raise
+    with keras.StatelessScope():  # closing it allocates the (now bounded) variables
+        pass
+    return model
+
+
+def _check_implied_weights(model, created, entries, bad):
+    """Raises `bad` unless the model's weights are the entries' (paths and shapes)."""
+    implied = [(v.path, tuple(v.shape)) for v in model.weights]
+    held = [(e["path"], tuple(e["shape"])) for e in entries]
+    for i, (want, have) in enumerate(zip(implied, held)):
+        if want != have:
+            raise bad(
+                f"the model config implies weight {i} {want[0]!r} of shape {want[1]} "
+                f"({math.prod(want[1])} values), but the manifest's entry {i} is {have[0]!r} "
+                f"of shape {have[1]}"
+            )
+    if len(implied) != len(held):
+        raise bad(
+            f"the model config implies {len(implied)} weights, but the manifest holds {len(held)}"
+        )
+    weights = {id(v) for v in model.weights}
+    other = sum(math.prod(v.shape) for v in created if id(v) not in weights)
+    if other > _MAX_OTHER_VALUES:
+        raise bad(
+            f"the model config creates {other} values in variables other than its weights "
+            f"(seed states and the like), more than {_MAX_OTHER_VALUES}"
+        )
 
 
 def _read_member(archive, name, size, limit, bad):

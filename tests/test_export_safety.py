@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import warnings
 import zipfile
 
@@ -173,6 +174,64 @@ def test_load_packed_refuses_a_lying_npy_header_and_a_deflate_bomb(packed_file, 
         for name, content in contents.items():
             archive.writestr(name, content)
     with pytest.raises(ValueError, match="stored"):
+        slb_keras.load_packed(packed_file)
+
+
+def conv_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        slb_keras.SLBConv2D(4, 3, wbits=1, name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.2),
+        slb_keras.SLBDense(3, wbits=2, name="fc"),
+    ])
+
+
+def huge_config(layer, key):
+    """An edit making `layer`'s `key` 10**9 (and letting the layers after it follow)."""
+
+    def edit(manifest):
+        for config in manifest["model"]["config"]["layers"]:
+            if config["name"] == layer:
+                config["config"][key] = 10**9
+            elif layer == "conv":
+                config.pop("build_config", None)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "layer, key, implied",
+    [
+        ("fc", "units", "weight 2 'fc/kernel' of shape (144, 1000000000) (144000000000 values)"),
+        ("conv", "filters", "weight 0 'conv/kernel' of shape (3, 3, 3, 1000000000) (27000000000 values)"),
+    ],
+)
+def test_load_packed_refuses_a_config_with_huge_layers_before_allocating(layer, key, implied, tmp_path):
+    path = tmp_path / "m.slb"
+    slb_keras.export_packed(conv_model(), path)
+    rewrite(path, huge_config(layer, key))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError) as error:
+        slb_keras.load_packed(path)
+    assert str(error.value).startswith(f"Invalid path={path!r}: the model config implies {implied}")
+    assert "but the manifest's entry" in str(error.value) and "\n" not in str(error.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 2**19  # KiB: under 512 MiB
+    # Nothing of the refused model waits to be allocated: later models build and load as usual.
+    slb_keras.export_packed(conv_model(), path)
+    rebuilt = slb_keras.load_packed(path)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        rebuilt.predict(x, verbose=0), slb_keras.to_inference_model(conv_model()).predict(x, verbose=0))
+
+
+def test_load_packed_refuses_a_config_with_more_weights_than_the_manifest(packed_file):
+    def drop_last_entry(manifest):
+        manifest["weights"].pop()
+
+    rewrite(packed_file, drop_last_entry)
+    with pytest.raises(ValueError, match="the model config implies 4 weights, but the manifest holds 3"):
         slb_keras.load_packed(packed_file)
 
 
