@@ -207,6 +207,7 @@ def huge_config(layer, key):
         ("fc", "units", "weight 2 'fc/kernel' of shape (144, 1000000000) (144000000000 values)"),
         ("conv", "filters", "weight 0 'conv/kernel' of shape (3, 3, 3, 1000000000) (27000000000 values)"),
     ],
+    ids=["dense units=10**9", "conv filters=10**9"],
 )
 def test_load_packed_refuses_a_config_with_huge_layers_before_allocating(layer, key, implied, tmp_path):
     path = tmp_path / "m.slb"
