@@ -6,13 +6,20 @@ Flags left unset take the model's recipe (SLB_SPEC section 5, `training.RECIPES`
 input prints one line `train.py: error: ...` and exits with status 2. See README.md.
 """
 
+import contextlib
 import os
+import re
 import sys
+import threading
 
+# TF_CPP_MIN_LOG_LEVEL as the user set it (None: unset); 2 (errors only) otherwise.
+_USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+# --- flags -----------------------------------------------------------------------------
 
 RECIPE = "default: the model's recipe"
 
@@ -82,6 +89,114 @@ flags.DEFINE_bool("show_recipe", False, "Print the resolved settings (flags + th
 
 FLAGS = flags.FLAGS
 
+# --- TensorFlow's start-up log -----------------------------------------------------------
+#
+# TensorFlow 2.21 logs through Abseil before anything initializes Abseil's logging, so the
+# lines it writes while its libraries load (the oneDNN banner, "Could not find cuda
+# drivers", a failed cuInit where there is no GPU) reach stderr whatever
+# TF_CPP_MIN_LOG_LEVEL says. While the modules that import TensorFlow load, stderr (file
+# descriptor 2) passes through a filter that applies TF_CPP_MIN_LOG_LEVEL to those lines;
+# everything else (Python warnings, tracebacks) passes unchanged, as it comes.
+
+# "I0000 00:00:1796071174.853056   15540 port.cc:153] ..." (before Abseil's logging is
+# initialized the time is seconds since 1970).
+_ABSL_RECORD = re.compile(r"([IWEF])\d{4} +\d+:\d+:\d+\.\d+ +\d+ \S+:\d+\] ")
+_ABSL_PREINIT = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+# Lines that start something else than a continued log record: a traceback, a Python
+# warning ("file.py:12: UserWarning: ..."), a logging record ("WARNING:absl:...").
+_NOT_CONTINUATION = re.compile(r"Traceback |\S+:\d+: \w*(Warning|Error)\b|[A-Z]+:\S*:")
+
+
+class _StartupLogFilter:
+    """Keeps a line of TensorFlow's start-up stderr unless the log level hides it.
+
+    `level` is TF_CPP_MIN_LOG_LEVEL (1 hides INFO, 2 also WARNING, 3 also ERROR);
+    `expected_no_gpu` also hides a failed cuInit after "Could not find cuda drivers"
+    (the default, unset TF_CPP_MIN_LOG_LEVEL: on a machine without a GPU it is no error).
+    Lines that continue a hidden record are hidden with it.
+    """
+
+    def __init__(self, level, expected_no_gpu=False):
+        self.level = level
+        self.expected_no_gpu = expected_no_gpu
+        self.no_driver = False
+        self.hiding = False  # the last record was hidden: so are the lines that continue it
+
+    def keep(self, line):
+        record = _ABSL_RECORD.match(line)
+        if record:
+            self.no_driver = self.no_driver or "Could not find cuda drivers" in line
+            severity = "IWEF".index(record.group(1))
+            no_gpu = self.expected_no_gpu and self.no_driver and "failed call to cuInit" in line
+            self.hiding = severity < self.level or no_gpu
+            return not self.hiding
+        if line.rstrip("\r\n") == _ABSL_PREINIT:
+            self.hiding = False
+            return self.level < 1
+        if _NOT_CONTINUATION.match(line):
+            self.hiding = False
+        return not self.hiding
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
+@contextlib.contextmanager
+def _filtered_stderr(keep):
+    """Within the block, file descriptor 2's lines reach stderr only if `keep(line)`.
+
+    A thread forwards them as they come (so a crash inside the block still shows what
+    was written before it).
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr: nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                try:
+                    if keep(line.decode(errors="replace")):
+                        _write_all(saved, line)
+                except Exception:  # noqa: BLE001 - keep draining the pipe whatever happens
+                    pass
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's write end: the thread reads to its end
+        thread.join(timeout=10)
+        os.close(saved)
+
+
+def _quiet_tensorflow_start():
+    """The block that imports TensorFlow, its start-up log filtered (see above)."""
+    if "tensorflow" in sys.modules:  # started already: nothing more is logged at import
+        return contextlib.nullcontext()
+    if _USER_LOG_LEVEL is None:
+        return _filtered_stderr(_StartupLogFilter(2, expected_no_gpu=True).keep)
+    try:
+        level = min(max(int(_USER_LOG_LEVEL), 0), 3)
+    except ValueError:
+        level = 0
+    if level == 0:  # everything asked for
+        return contextlib.nullcontext()
+    return _filtered_stderr(_StartupLogFilter(level).keep)
+
+
+# --- the command line --------------------------------------------------------------------
+
 
 def _fail(message):
     print(f"train.py: error: {' '.join(str(message).split())}", file=sys.stderr)
@@ -99,8 +214,9 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; every setting is a --flag")
     # Imported here, so that a mistyped flag is reported before TensorFlow starts.
-    import input_pipeline
-    import training
+    with _quiet_tensorflow_start():
+        import input_pipeline
+        import training
 
     try:
         if FLAGS.show_recipe:

@@ -16,8 +16,10 @@ run downwards in this list):
   32/b compression).
 
 This module re-exports the public names and is the command line (the `.keras`
-file is loaded in safe mode; an output that is the model or the other output,
-after resolving links, is refused with status 2 and nothing written):
+file is loaded in safe mode; a model file that is not a readable .keras archive, or
+an output that is the model or the other output, after resolving links, is refused
+with status 2 and nothing written; the arguments are checked before Keras and
+TensorFlow are imported):
 
     python -m slb_keras.export --model=PATH.keras --out=PATH.tflite [--packed=PATH.slb]
 
@@ -35,18 +37,18 @@ import argparse
 import os
 import sys
 import warnings
+import zipfile
 
-import keras
-
-from slb_keras import files
-from slb_keras import packed
-from slb_keras import tflite_export
-from slb_keras.export_report import ExportReport
-from slb_keras.export_report import LayerExport
-from slb_keras.inference_model import to_inference_model
-from slb_keras.packed import export_packed
-from slb_keras.packed import load_packed
-from slb_keras.tflite_export import export_tflite
+# The public names, imported on first use: the command line parses and checks its
+# arguments before it imports Keras and TensorFlow (`--help` and bad input stay fast).
+_PUBLIC = {
+    "ExportReport": "slb_keras.export_report",
+    "LayerExport": "slb_keras.export_report",
+    "export_packed": "slb_keras.packed",
+    "export_tflite": "slb_keras.tflite_export",
+    "load_packed": "slb_keras.packed",
+    "to_inference_model": "slb_keras.inference_model",
+}
 
 __all__ = [
     "ExportReport",
@@ -57,6 +59,21 @@ __all__ = [
     "main",
     "to_inference_model",
 ]
+
+# `slb_keras.tflite_export.ARITHMETIC` (a test checks that they agree).
+_ARITHMETIC = ("auto", "integer", "float")
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})
 
 
 # -- command line ----------------------------------------------------------------
@@ -91,6 +108,25 @@ def _check_distinct_paths(args):
                 )
 
 
+def _check_model_file(path):
+    """A ValueError unless `path` is an existing, readable .keras (zip) archive."""
+    if not path.endswith(".keras") or not os.path.isfile(path):
+        raise ValueError(f"Invalid --model={path!r}: expected an existing .keras file.")
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            is_zip = zipfile.is_zipfile(file)
+    except OSError as error:
+        raise ValueError(
+            f"Invalid --model={path!r}: the file exists but cannot be read ({error.strerror})."
+        ) from None
+    if not is_zip:
+        problem = "it is empty" if size == 0 else "it is not a zip archive; a .keras file is one"
+        raise ValueError(
+            f"Invalid --model={path!r}: the file exists but cannot be read as a Keras model ({problem})."
+        )
+
+
 def main(argv=None):
     """Command line: `python -m slb_keras.export --model=M.keras --out=M.tflite`.
 
@@ -111,23 +147,32 @@ def main(argv=None):
     )
     parser.add_argument(
         "--arithmetic",
-        choices=tflite_export.ARITHMETIC,
+        choices=_ARITHMETIC,
         default="auto",
         help="SLB layers with sign inputs in integer arithmetic where exact (auto), "
         "everywhere (integer) or nowhere (float: DEQUANTIZE)",
     )
     args = parser.parse_args(argv)
     try:
-        if not args.model.endswith(".keras") or not os.path.isfile(args.model):
-            raise ValueError(f"Invalid --model={args.model!r}: expected an existing .keras file.")
+        _check_model_file(args.model)
+        from slb_keras import files
+
         files.check_output_path(args.out, "--out")
         if args.packed is not None:
             files.check_output_path(args.packed, "--packed")
         _check_distinct_paths(args)
+        # The arguments are good: now Keras and TensorFlow.
+        import keras
+
+        from slb_keras import packed
+        from slb_keras import tflite_export
+
         try:
             model = keras.models.load_model(args.model)
         except Exception as error:  # noqa: BLE001 - any loading failure is bad input
-            raise ValueError(f"Invalid --model={args.model!r}: cannot load it ({error}).") from error
+            raise ValueError(
+                f"Invalid --model={args.model!r}: the file exists but cannot be read as a Keras model ({error})."
+            ) from error
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             report = tflite_export.export_tflite(

@@ -56,6 +56,41 @@ def test_command_line_refuses_outputs_that_are_the_model_or_each_other(tmp_path,
     assert model_path.read_bytes() == original
 
 
+def _not_a_keras_zip(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "no config.json here")
+
+
+UNREADABLE_MODELS = [
+    ("empty", lambda path: path.write_bytes(b""), "(it is empty)"),
+    ("garbage", lambda path: path.write_bytes(b"not a zip\n" * 10), "(it is not a zip archive"),
+    ("truncated", lambda path: (tiny_model().save(path), path.write_bytes(path.read_bytes()[:100])), "(it is not"),
+    ("zip without a model", _not_a_keras_zip, "config.json"),
+]
+
+
+@pytest.mark.parametrize("write, expected", [c[1:] for c in UNREADABLE_MODELS], ids=[c[0] for c in UNREADABLE_MODELS])
+def test_command_line_says_an_unreadable_model_file_exists(write, expected, tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    write(model_path)
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([f"--model={model_path}", f"--out={tmp_path / 'm.tflite'}", f"--packed={tmp_path / 'm.slb'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "File not found" not in err, err
+    assert f"Invalid --model='{model_path}': the file exists but cannot be read as a Keras model " in err
+    assert expected in err
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+def test_command_line_still_says_a_missing_model_file_is_missing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([f"--model={tmp_path / 'none.keras'}", f"--out={tmp_path / 'm.tflite'}"])
+    assert exit_info.value.code == 2
+    assert "expected an existing .keras file" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
 # -- non-finite weights ------------------------------------------------------------------------
 
 
