@@ -166,6 +166,14 @@ def main(argv=None):
 
         from slb_keras import packed
         from slb_keras import tflite_export
+        # The classes a saved model may name register themselves when their module is
+        # imported: import them here rather than rely on the package's __init__.
+        from slb_keras import initializers  # noqa: F401
+        from slb_keras import layers  # noqa: F401
+        from slb_keras import normalization  # noqa: F401
+        from slb_keras import optimizers  # noqa: F401
+        from slb_keras import quantizers  # noqa: F401
+        from slb_keras import ste  # noqa: F401
 
         try:
             model = keras.models.load_model(args.model)
