@@ -45,6 +45,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory (ImageNet: <data_dir>/downloads/manual).")
 flags.DEFINE_integer("image_size", None, "Image side (default: the data set's).")
+flags.DEFINE_float(
+    "validation_split", 0.0,
+    "Fraction of the training split held out to monitor val_* every epoch (default 0: the "
+    "paper's protocol, all of it trains); the test split is evaluated once, at the end.",
+)
 flags.DEFINE_float("width_multiplier", 1.0, "Scales every conv's filters (quick experiments).")
 flags.DEFINE_integer("epochs", None, f"Training epochs ({RECIPE}).")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).")

@@ -7,13 +7,14 @@ as distributed datasets; `get_dataset_info` gives the sizes a model and a schedu
 Sources (`name`):
 
 - `"cifar10"`: TFDS, prepared under `data_dir`. Train: pad 4 + random 32x32 crop +
-  random horizontal flip; both splits normalized by the CIFAR-10 channel mean / std.
+  random horizontal flip; the model normalizes by the CIFAR-10 channel mean / std.
 - `"imagenet2012"`: TFDS, prepared under `data_dir`, or prepared on first use from
   `ILSVRC2012_img_train.tar` and `ILSVRC2012_img_val.tar` in `<data_dir>/downloads/manual`.
   Train: random-resized crop (area 8%-100%, aspect 3/4-4/3) to `image_size` (224) + flip.
   Test: the centre square of side 224/256 of the shorter side, resized to `image_size`
   (the same pixels as "resize the shorter side to 256, crop 224", one resize fewer).
-  Both normalized by the ImageNet channel mean / std.
+  Its TFDS "validation" split is the test split here; the model normalizes by the
+  ImageNet channel mean / std.
 - `"digits"`: `slb_keras.datasets.load_digits` (packaged, offline), 32x32x3.
 - a path ending in `.npz` holding `x_train`, `y_train`, `x_test`, `y_test` (images
   `(n, h, w)` or `(n, h, w, c)`, uint8 0..255 or float; integer labels).
@@ -23,8 +24,18 @@ Sources (`name`):
   .jpg, .png) are listed as paths and decoded after shuffling and sharding, resized to
   `image_size` (32).
 
-digits and .npz sets are normalized by their own training-set channel mean / std,
-folders by the ImageNet ones; they are not augmented (a flip would change a digit).
+digits and .npz sets are not augmented (a flip would change a digit).
+
+Images come out in the source's own units, as float32: 0..255 for cifar10, imagenet2012
+and image files, the stored values for digits (0..1) and .npz files. Normalization is
+not part of the pipeline: `DatasetInfo.channel_mean` / `channel_std` (the CIFAR-10 or
+ImageNet statistics, or the training set's own for digits and .npz) go to the model's
+first layer (`models.get_model(..., input_normalization=...)`), so a saved or exported
+model takes images as the data source gives them.
+
+Splits: "train", "test" and, with `validation_split` > 0, "validation": that fraction of
+the training split, held out (not trained on) for monitoring. Which examples are held
+out depends on the data set and the fraction only (`holdout`).
 
 The data are checked when a source is resolved (by each public function, so
 `get_dataset_info` fails before a training script writes anything): .npz files are
@@ -38,8 +49,9 @@ Modules (each imports only those listed before it):
 - `checks`: argument checks (ValueError naming the argument and its value).
 - `source`: `DatasetInfo`, the errors, the `Source` record every source family returns.
 - `validation`: checks of in-memory data (readable .npz, finite images, labels).
-- `preprocessing`: scaling, normalization, resizing, the seeded CIFAR-10 / ImageNet
-  augmentations.
+- `holdout`: the size and choice of the validation examples held out of training.
+- `preprocessing`: resizing, the seeded CIFAR-10 / ImageNet augmentations, the channel
+  statistics.
 - `tfds_sources`, `array_sources`, `folder_source`: the source families.
 - `sources`: a name or path to its `Source`.
 - `pipeline`: the epoch stream, the sharding over input pipelines, the batches.
@@ -57,8 +69,8 @@ Properties a training script can rely on:
   batches an uninterrupted run sees from epoch `e` on (imagenet2012 also shuffles its
   file order, which follows the process's own epochs, so there it is approximate).
 - Training sets repeat forever (pass `steps_per_epoch` to `fit`), use drop_remainder,
-  and have a static batch dimension; test sets are read once, in order, and keep the
-  last partial batch.
+  and have a static batch dimension; validation and test sets are read once, in order,
+  and keep the last partial batch.
 """
 
 import functools
@@ -78,6 +90,7 @@ __all__ = [
     "IMAGENET_MANUAL_FILES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SPLITS",
     "DatasetInfo",
     "DatasetNotFoundError",
     "build_dataset",
@@ -86,7 +99,7 @@ __all__ = [
 ]
 
 
-def get_dataset_info(name, data_dir=None, image_size=None):
+def get_dataset_info(name, data_dir=None, image_size=None, validation_split=0.0):
     """Returns the classes, input shape and split sizes of a data set.
 
     Checks that the data can be read, so a training script can call it first and fail
@@ -99,6 +112,8 @@ def get_dataset_info(name, data_dir=None, image_size=None):
             `$TFDS_DATA_DIR` or `~/tensorflow_datasets`); ignored by the other sources.
         image_size: side of the square images the pipeline produces; default 224 for
             imagenet2012, the stored height and width for .npz files, 32 otherwise.
+        validation_split: fraction of the training split held out for validation, in
+            [0, 1); `num_train` counts the rest.
 
     Returns:
         A `DatasetInfo`.
@@ -111,10 +126,11 @@ def get_dataset_info(name, data_dir=None, image_size=None):
 
     Example:
 
-    >>> get_dataset_info("digits", image_size=16)
-    DatasetInfo(num_classes=10, input_shape=(16, 16, 3), num_train=1438, num_test=359)
+    >>> info = get_dataset_info("digits", image_size=16, validation_split=0.1)
+    >>> info.num_classes, info.input_shape, info.num_train, info.num_validation, info.num_test
+    (10, (16, 16, 3), 1294, 144, 359)
     """
-    return resolve_source(name, data_dir, image_size).info
+    return resolve_source(name, data_dir, image_size, validation_split).info
 
 
 
@@ -129,6 +145,7 @@ def build_dataset(
     input_context=None,
     initial_epoch=0,
     steps_per_epoch=None,
+    validation_split=0.0,
 ):
     """Returns the `tf.data` pipeline of one input worker, batched per replica.
 
@@ -138,8 +155,10 @@ def build_dataset(
 
     Args:
         name: data set name or path, as in `get_dataset_info`.
-        split: `"train"` (augmented, shuffled, repeated forever, full batches only) or
-            `"test"` (read once in order, last batch may be partial).
+        split: `"train"` (augmented, shuffled, repeated forever, full batches only),
+            `"validation"` (the examples `validation_split` holds out of the training
+            split) or `"test"`; these two are read once in order, without
+            augmentation, and their last batch may be partial.
         global_batch_size: examples per step over all replicas.
         data_dir: TFDS data directory, as in `get_dataset_info`.
         image_size: output image side, as in `get_dataset_info`.
@@ -151,10 +170,13 @@ def build_dataset(
         steps_per_epoch: global batches per epoch; default
             `DatasetInfo.steps_per_epoch(global_batch_size)`. Pass the value given to
             `fit` so data epochs and Keras epochs coincide.
+        validation_split: fraction of the training split held out, in [0, 1), as in
+            `get_dataset_info`; pass the same value for every split of one run.
 
     Returns:
-        A `tf.data.Dataset` of `(images, labels)`: float32 `(batch, h, w, c)` and int32
-        `(batch,)`, with `batch = global_batch_size / replicas in sync`.
+        A `tf.data.Dataset` of `(images, labels)`: float32 `(batch, h, w, c)` in the
+        source's units (not normalized) and int32 `(batch,)`, with
+        `batch = global_batch_size / replicas in sync`.
 
     Raises:
         DatasetNotFoundError: the data are missing.
@@ -170,7 +192,12 @@ def build_dataset(
     """
     check_split(split)
     check_run_args(global_batch_size, seed, initial_epoch, steps_per_epoch)
-    source = resolve_source(name, data_dir, image_size)
+    source = resolve_source(name, data_dir, image_size, validation_split)
+    if split == "validation" and not source.info.num_validation:
+        raise ValueError(
+            "`split`='validation' needs a held-out part of the training split: pass "
+            f"`validation_split` > 0. Received: validation_split={validation_split!r}"
+        )
     return build(
         source, split, global_batch_size, seed, initial_epoch, steps_per_epoch, input_context
     )
@@ -187,8 +214,10 @@ def make_datasets(
     *,
     initial_epoch=0,
     steps_per_epoch=None,
+    validation_split=0.0,
+    splits=("train", "test"),
 ):
-    """Returns the train and test sets of a data set, distributed over `strategy`.
+    """Returns the splits of a data set (train and test), distributed over `strategy`.
 
     Each input pipeline is built by `build_dataset` inside
     `strategy.distribute_datasets_from_function`, with the per-replica batch
@@ -205,10 +234,14 @@ def make_datasets(
         seed: non-negative int; fixes the shuffling and augmentation.
         initial_epoch: the epoch the training stream starts at, as in `build_dataset`.
         steps_per_epoch: global batches per epoch, as in `build_dataset`.
+        validation_split: fraction of the training split held out, as in `build_dataset`.
+        splits: the splits to return, in this order (`"validation"` needs
+            `validation_split` > 0).
 
     Returns:
-        `(train_ds, test_ds)`, `tf.distribute.DistributedDataset`s of `(images, labels)`;
-        `train_ds` is infinite (pass `steps_per_epoch` to `fit`), `test_ds` is finite.
+        A tuple of `tf.distribute.DistributedDataset`s of `(images, labels)`, one per
+        name in `splits` (by default `(train_ds, test_ds)`); the training one is
+        infinite (pass `steps_per_epoch` to `fit`), the others are finite.
 
     Raises:
         DatasetNotFoundError: the data are missing.
@@ -225,7 +258,16 @@ def make_datasets(
     """
     check_run_args(global_batch_size, seed, initial_epoch, steps_per_epoch)
     check_divisible(global_batch_size, strategy.num_replicas_in_sync)
-    source = resolve_source(name, data_dir, image_size)
+    if isinstance(splits, str) or not splits:
+        raise ValueError(f"`splits` must be a non-empty tuple of split names. Received: splits={splits!r}")
+    for split in splits:
+        check_split(split)
+    source = resolve_source(name, data_dir, image_size, validation_split)
+    if "validation" in splits and not source.info.num_validation:
+        raise ValueError(
+            "`splits` holds 'validation', which needs a held-out part of the training "
+            f"split: pass `validation_split` > 0. Received: validation_split={validation_split!r}"
+        )
     return tuple(
         strategy.distribute_datasets_from_function(
             functools.partial(
@@ -238,5 +280,5 @@ def make_datasets(
                 steps_per_epoch,
             )
         )
-        for split in SPLITS
+        for split in splits
     )

@@ -1,8 +1,10 @@
 """In-memory sources: the packaged digits and .npz files, standardized by their own statistics.
 
 An .npz file holds `x_train`, `y_train`, `x_test`, `y_test`: images `(n, h, w)` or
-`(n, h, w, c)`, uint8 0..255 or float; integer labels. The images are normalized by the
-training set's channel mean / std and not augmented (a flip would change a digit).
+`(n, h, w, c)`, uint8 0..255 or float; integer labels. The images keep their stored
+values (as float32) and are not augmented (a flip would change a digit); their channel
+mean / std over the training examples go to `DatasetInfo` for the model's input
+normalization.
 """
 
 import functools
@@ -10,7 +12,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.preprocessing import normalize, unit_float
+from input_pipeline.holdout import holdout_indices, validation_size
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 from input_pipeline.validation import check_classes, check_images, check_labels, read_npz
 from slb_keras.datasets import load_digits
@@ -18,19 +20,21 @@ from slb_keras.datasets import load_digits
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def digits_source(image_size):
+def digits_source(image_size, validation_split=0.0):
     """The `Source` of the packaged digits (`slb_keras.datasets.load_digits`), offline.
 
     Example:
 
-    >>> digits_source(16).info
-    DatasetInfo(num_classes=10, input_shape=(16, 16, 3), num_train=1438, num_test=359)
+    >>> digits_source(16).info[:4]
+    (10, (16, 16, 3), 1438, 359)
+    >>> digits_source(16, validation_split=0.1).info[:5]
+    (10, (16, 16, 3), 1294, 359, 144)
     """
     (x_train, y_train), (x_test, y_test) = load_digits(image_size=image_size)
-    return _array_source("digits", x_train, y_train, x_test, y_test, image_size)
+    return _array_source("digits", x_train, y_train, x_test, y_test, image_size, validation_split)
 
 
-def npz_source(path, image_size):
+def npz_source(path, image_size, validation_split=0.0):
     """The `Source` of an .npz file holding `NPZ_KEYS`, its arrays checked (`validation`).
 
     Example:
@@ -39,7 +43,7 @@ def npz_source(path, image_size):
     >>> images, labels = np.zeros((8, 4, 4), np.uint8), np.arange(8) % 2
     >>> np.savez("tiny.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
     >>> npz_source("tiny.npz", None).info
-    DatasetInfo(num_classes=2, input_shape=(4, 4, 1), num_train=8, num_test=8)
+    DatasetInfo(num_classes=2, input_shape=(4, 4, 1), num_train=8, num_test=8, num_validation=0, channel_mean=(0.0,), channel_std=(0.001,))
     """
     if not tf.io.gfile.exists(path):
         raise DatasetNotFoundError(
@@ -57,12 +61,16 @@ def npz_source(path, image_size):
             f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
             f"{x_test.shape[1:]}; both splits must hold images of one shape"
         )
-    return _array_source(path, x_train, y_train, x_test, y_test, image_size)
+    return _array_source(path, x_train, y_train, x_test, y_test, image_size, validation_split)
 
 
-def _array_source(name, x_train, y_train, x_test, y_test, image_size):
-    """In-memory images (uint8 0..255 or float), standardized by training-set statistics."""
+def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation_split):
+    """In-memory images (uint8 0..255 or float) as float32, with their channel statistics."""
     num_classes = check_classes(name, y_train, y_test)
+    num_validation = validation_size(name, len(x_train), validation_split)
+    train, held_out = holdout_indices(len(x_train), num_validation)
+    x_validation, y_validation = x_train[held_out], y_train[held_out]
+    x_train, y_train = x_train[train], y_train[train]
     mean, std = _channel_stats(x_train)
     size = (image_size, image_size) if image_size else x_train.shape[1:3]
     if tuple(size) != x_train.shape[1:3]:
@@ -72,17 +80,24 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size):
 
     def preprocess(image, seed=None):
         del seed  # not augmented
-        return normalize(resize(unit_float(image)), mean, std)
+        return resize(tf.cast(image, tf.float32))
 
-    splits = {True: (x_train, y_train), False: (x_test, y_test)}
+    splits = {
+        "train": (x_train, y_train),
+        "validation": (x_validation, y_validation),
+        "test": (x_test, y_test),
+    }
     return Source(
         info=DatasetInfo(
             num_classes=num_classes,
             input_shape=(*size, x_train.shape[-1]),
             num_train=len(x_train),
             num_test=len(x_test),
+            num_validation=num_validation,
+            channel_mean=mean,
+            channel_std=std,
         ),
-        load=lambda training, seed: tf.data.Dataset.from_tensor_slices(splits[training]),
+        load=lambda split, seed: tf.data.Dataset.from_tensor_slices(splits[split]),
         train_fn=preprocess,
         test_fn=preprocess,
         cache=False,
@@ -91,9 +106,8 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size):
 
 
 def _channel_stats(images):
-    """Per-channel mean and std of images scaled like `unit_float`, as float tuples."""
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    """Per-channel mean and std (at least 1e-3) of images in their stored units."""
     channels = [images[..., c] for c in range(images.shape[-1])]
-    mean = tuple(float(np.mean(c, dtype=np.float64)) / scale for c in channels)
-    std = tuple(max(float(np.std(c, dtype=np.float64)) / scale, 1e-3) for c in channels)
+    mean = tuple(float(np.mean(c, dtype=np.float64)) for c in channels)
+    std = tuple(max(float(np.std(c, dtype=np.float64)), 1e-3) for c in channels)
     return mean, std

@@ -2,7 +2,7 @@
 
 import numbers
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 
 
 def check_int(name, value, low):
@@ -20,14 +20,14 @@ def check_int(name, value, low):
 
 
 def check_split(split):
-    """Refuses a split other than "train" and "test".
+    """Refuses a split other than "train", "validation" and "test".
 
     Example:
 
     >>> check_split("val")
     Traceback (most recent call last):
     ...
-    ValueError: `split` must be one of ('train', 'test'). Received: split='val'
+    ValueError: `split` must be one of ('train', 'validation', 'test'). Received: split='val'
     """
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
@@ -64,4 +64,25 @@ def check_divisible(global_batch_size, num_replicas):
         raise ValueError(
             f"`global_batch_size`={global_batch_size} must be divisible by the "
             f"{num_replicas} replicas in sync"
+        )
+
+
+def check_validation_split(validation_split):
+    """Refuses a held-out fraction of the training split outside [0, 1).
+
+    Example:
+
+    >>> check_validation_split(1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `validation_split` must be a number in [0, 1). Received: validation_split=1.0
+    """
+    if (
+        not isinstance(validation_split, numbers.Real)
+        or isinstance(validation_split, bool)
+        or not 0 <= validation_split < 1
+    ):
+        raise ValueError(
+            "`validation_split` must be a number in [0, 1). "
+            f"Received: validation_split={validation_split!r}"
         )

@@ -2,8 +2,9 @@
 
 Either `train/` plus `test/` (or `val/`, `validation/`), each holding one folder per
 class, or the class folders directly, in which case every 5th image in sorted order
-(20% of each class) is the test set. Files (.bmp, .gif, .jpeg, .jpg, .png) are resized
-to `image_size` (32) and normalized by the ImageNet channel mean / std.
+(20% of each class) is the test set. Files (.bmp, .gif, .jpeg, .jpg, .png) are decoded
+as RGB 0..255 and resized to `image_size` (32); the model normalizes them by the
+ImageNet channel mean / std (`DatasetInfo.channel_mean`).
 
 Before anything is decoded, every file's first bytes are checked (an empty or non-image
 file is refused with its name), and a single class folder is refused.
@@ -15,7 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
+from input_pipeline.holdout import holdout_indices, validation_size
+from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, scaled
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 
 FOLDER_IMAGE_SIZE = 32
@@ -26,7 +28,7 @@ FOLDER_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
-def folder_source(path, image_size):
+def folder_source(path, image_size, validation_split=0.0):
     """Class folders, read as (path, label) pairs and decoded after shuffling and sharding.
 
     Example:
@@ -36,8 +38,8 @@ def folder_source(path, image_size):
     ...     os.makedirs(os.path.join("pets", name))
     ...     for i in range(5):
     ...         _ = tf.io.write_file(f"pets/{name}/{i}.png", tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)))
-    >>> folder_source("pets", 16).info  # every 5th image of each class: test
-    DatasetInfo(num_classes=2, input_shape=(16, 16, 3), num_train=8, num_test=2)
+    >>> folder_source("pets", 16).info[:4]  # every 5th image of each class: test
+    (2, (16, 16, 3), 8, 2)
     """
     train_dir = os.path.join(path, "train")
     if tf.io.gfile.isdir(train_dir):
@@ -59,20 +61,29 @@ def folder_source(path, image_size):
             f"{path} holds one class folder ({class_names[0]}); a classifier needs at least 2"
         )
     _check_image_files(path, [*train_files, *test_files])
-    splits = {True: (train_files, train_labels), False: (test_files, test_labels)}
+    num_validation = validation_size(path, len(train_files), validation_split)
+    train, held_out = holdout_indices(len(train_files), num_validation)
+    splits = {
+        "train": (train_files[train], train_labels[train]),
+        "validation": (train_files[held_out], train_labels[held_out]),
+        "test": (test_files, test_labels),
+    }
     read = functools.partial(_read_image_file, image_size=image_size)
     return Source(
         info=DatasetInfo(
             num_classes=len(class_names),
             input_shape=(image_size, image_size, 3),
-            num_train=len(train_files),
+            num_train=len(train_files) - num_validation,
             num_test=len(test_files),
+            num_validation=num_validation,
+            channel_mean=scaled(IMAGENET_MEAN),
+            channel_std=scaled(IMAGENET_STD),
         ),
-        load=lambda training, seed: tf.data.Dataset.from_tensor_slices(splits[training]),
+        load=lambda split, seed: tf.data.Dataset.from_tensor_slices(splits[split]),
         train_fn=lambda file, seed: read(file),
         test_fn=read,
         cache=False,
-        shuffle_buffer=len(train_files),
+        shuffle_buffer=len(train_files) - num_validation,
     )
 
 
@@ -138,7 +149,6 @@ def _check_image_files(path, files):
 
 
 def _read_image_file(file, image_size):
-    """Reads, decodes (as RGB) and resizes one image file, normalized like ImageNet."""
+    """Reads, decodes (as RGB) and resizes one image file: float32 0..255."""
     image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-    image = tf.image.resize(image, (image_size, image_size)) / 255.0
-    return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+    return tf.image.resize(image, (image_size, image_size))

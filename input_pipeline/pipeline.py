@@ -2,7 +2,8 @@
 
 Order of operations (after tensorflow/models `dataset_factory`): read, cache (cifar10),
 then per epoch shuffle + repeat + take one epoch, keep this pipeline's share, map
-(decode / augment / normalize, AUTOTUNE), batch per replica, prefetch.
+(decode / augment / resize, AUTOTUNE), batch per replica, prefetch. The validation and
+test splits are read once, in order, without augmentation.
 """
 
 import functools
@@ -36,7 +37,7 @@ def build(source, split, global_batch_size, seed, initial_epoch, steps_per_epoch
         stream = _train_stream(source, seed, initial_epoch, steps * global_batch_size)
         dataset = _train_batches(source, keep_share(stream), batch_size)
     else:
-        dataset = _test_batches(source, keep_share, batch_size)
+        dataset = _evaluation_batches(source, split, keep_share, batch_size)
     options = tf.data.Options()
     options.deterministic = True
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -55,9 +56,9 @@ def _train_batches(source, stream, batch_size):
     return dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
-def _test_batches(source, keep_share, batch_size):
-    """The test split once, in order: this pipeline's share, preprocessed, batched."""
-    dataset = source.load(False, 0)
+def _evaluation_batches(source, split, keep_share, batch_size):
+    """The validation or test split once, in order: this pipeline's share, preprocessed, batched."""
+    dataset = source.load(split, 0)
     dataset = dataset.enumerate().map(lambda position, example: (0, position, *example))
     dataset = keep_share(dataset).map(
         lambda key, position, image, label: (source.test_fn(image), label),
@@ -88,7 +89,7 @@ def _train_stream(source, seed, initial_epoch, examples_per_epoch):
     `examples_per_epoch` examples; `key` (also drawn from `(seed, e)`) and `position`
     (0 .. examples_per_epoch - 1) seed each example's augmentation.
     """
-    examples = source.load(True, seed)
+    examples = source.load("train", seed)
     if source.cache:
         examples = examples.cache()
 

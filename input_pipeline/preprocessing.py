@@ -1,10 +1,14 @@
-"""Per-image preprocessing: scaling, normalization, resizing and the seeded augmentations.
+"""Per-image preprocessing: resizing and the seeded augmentations, in the source's units.
 
-cifar10: pad 4 + random 32x32 crop + random horizontal flip (train); both splits
-normalized by the CIFAR-10 channel mean / std. imagenet2012: random-resized crop (area
-8%-100%, aspect 3/4-4/3) + flip (train), the centre square of side 224/256 of the
-shorter side (test), decoding only the crop; normalized by the ImageNet mean / std.
-Every random choice is seeded by a `[key, position]` pair (see `pipeline`).
+cifar10: pad 4 + random 32x32 crop + random horizontal flip (train). imagenet2012:
+random-resized crop (area 8%-100%, aspect 3/4-4/3) + flip (train), the centre square of
+side 224/256 of the shorter side (test), decoding only the crop. Every random choice is
+seeded by a `[key, position]` pair (see `pipeline`).
+
+Images keep the values the data source gives (0..255 for TFDS and image files) as
+float32: the normalization by the channel mean / std (`CIFAR10_MEAN` ... below, scaled
+to those units in `DatasetInfo.channel_mean`) is the model's first layer, so a saved or
+exported model takes images as the source gives them.
 """
 
 import tensorflow as tf
@@ -19,28 +23,18 @@ IMAGENET_AREA_RANGE = (0.08, 1.0)
 IMAGENET_ASPECT_RANGE = (3 / 4, 4 / 3)
 
 
-def unit_float(image):
-    """uint8 0..255 -> float32 0..1; float images are only cast.
+PIXEL_SCALE = 255.0  # the units of uint8 images; the mean / std above are for 0..1
+
+
+def scaled(values, scale=PIXEL_SCALE):
+    """Channel statistics given for 0..1 images, in the units of 0..255 images.
 
     Example:
 
-    >>> unit_float(tf.constant([0, 255], tf.uint8)).numpy()
-    array([0., 1.], dtype=float32)
+    >>> scaled((0.5, 0.25))
+    (127.5, 63.75)
     """
-    if image.dtype == tf.uint8:
-        return tf.cast(image, tf.float32) / 255.0
-    return tf.cast(image, tf.float32)
-
-
-def normalize(image, mean, std):
-    """(image - mean) / std, per channel (the last axis).
-
-    Example:
-
-    >>> normalize(tf.constant([[0.5, 1.0]]), mean=(0.5, 0.0), std=(1.0, 0.5)).numpy()
-    array([[0., 2.]], dtype=float32)
-    """
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+    return tuple(float(value) * scale for value in values)
 
 
 def resize(image, image_size):
@@ -57,7 +51,7 @@ def resize(image, image_size):
 
 
 def cifar10_train(image, seed, image_size):
-    """A seeded padded crop and flip of a uint8 CIFAR-10 image, resized and normalized.
+    """A seeded padded crop and flip of a uint8 CIFAR-10 image, resized, float32 0..255.
 
     Example:
 
@@ -66,26 +60,26 @@ def cifar10_train(image, seed, image_size):
     TensorShape([32, 32, 3])
     """
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = unit_float(image)
+    image = tf.cast(image, tf.float32)
     image = tf.pad(image, [[CIFAR10_PAD, CIFAR10_PAD], [CIFAR10_PAD, CIFAR10_PAD], [0, 0]])
     image = tf.image.stateless_random_crop(image, (32, 32, 3), crop_seed)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return normalize(resize(image, image_size), CIFAR10_MEAN, CIFAR10_STD)
+    return resize(image, image_size)
 
 
 def cifar10_test(image, image_size):
-    """A uint8 CIFAR-10 image, resized and normalized (no augmentation).
+    """A uint8 CIFAR-10 image, resized, as float32 0..255 (no augmentation).
 
     Example:
 
     >>> cifar10_test(tf.zeros((32, 32, 3), tf.uint8), image_size=24).shape
     TensorShape([24, 24, 3])
     """
-    return normalize(resize(unit_float(image), image_size), CIFAR10_MEAN, CIFAR10_STD)
+    return resize(tf.cast(image, tf.float32), image_size)
 
 
 def imagenet_train(jpeg, seed, image_size):
-    """Random-resized crop of a JPEG, decoding only the crop, then a random flip.
+    """Random-resized crop of a JPEG, decoding only the crop, then a random flip; float32 0..255.
 
     Example:
 
@@ -106,13 +100,12 @@ def imagenet_train(jpeg, seed, image_size):
     )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-    image = tf.image.resize(image, (image_size, image_size)) / 255.0
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+    image = tf.image.resize(image, (image_size, image_size))
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
 def imagenet_test(jpeg, image_size):
-    """Centre square of side 224/256 of the shorter side, resized to image_size.
+    """Centre square of side 224/256 of the shorter side, resized to image_size; float32 0..255.
 
     Example:
 
@@ -125,5 +118,4 @@ def imagenet_test(jpeg, image_size):
     side = tf.maximum(tf.cast(shorter * IMAGENET_CENTRE_FRACTION, tf.int32), 1)
     window = tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
     image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-    image = tf.image.resize(image, (image_size, image_size)) / 255.0
-    return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+    return tf.image.resize(image, (image_size, image_size))

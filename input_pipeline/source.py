@@ -50,8 +50,14 @@ class DatasetInfo(NamedTuple):
     Attributes:
         num_classes: number of labels; labels are 0 .. num_classes - 1.
         input_shape: `(height, width, channels)` of one preprocessed image.
-        num_train: examples in the training split.
+        num_train: examples in the training split (without the held-out ones).
         num_test: examples in the test split.
+        num_validation: examples held out of the training split for validation.
+        channel_mean, channel_std: per-channel mean and standard deviation of the images
+            in the units the pipeline gives them (the source's own: 0..255 for cifar10,
+            imagenet2012 and image files; the stored values for digits and .npz); a
+            model normalizes its input by them (`models.get_model(...,
+            input_normalization=(info.channel_mean, info.channel_std))`). None: unknown.
 
     Example:
 
@@ -59,12 +65,17 @@ class DatasetInfo(NamedTuple):
     >>> info = get_dataset_info("digits")
     >>> info.num_classes, info.input_shape, info.steps_per_epoch(100)
     (10, (32, 32, 3), 14)
+    >>> [round(mean, 3) for mean in info.channel_mean]
+    [0.305, 0.305, 0.305]
     """
 
     num_classes: int
     input_shape: tuple
     num_train: int
     num_test: int
+    num_validation: int = 0
+    channel_mean: tuple = None
+    channel_std: tuple = None
 
     def steps_per_epoch(self, global_batch_size):
         """Returns the full global batches in one pass over the training split.
@@ -97,8 +108,9 @@ class DatasetInfo(NamedTuple):
 class Source:
     """One data set: its info, a reader of raw examples and its preprocessing.
 
-    `load(training, seed)` gives unbatched `(raw_image, int32 label)` pairs of a split;
-    `train_fn(raw_image, seed)` and `test_fn(raw_image)` give normalized float32 images.
+    `load(split, seed)` gives the unbatched `(raw_image, int32 label)` pairs of a split
+    ("train", "validation" or "test"); `train_fn(raw_image, seed)` (augmenting) and
+    `test_fn(raw_image)` give float32 images in the source's units (not normalized).
     `cache`: keep the raw examples in memory after the first epoch; `shuffle_buffer`:
     examples in the per-epoch shuffle buffer.
 
@@ -107,15 +119,15 @@ class Source:
     >>> import tensorflow as tf
     >>> source = Source(
     ...     info=DatasetInfo(2, (1, 1, 1), num_train=2, num_test=1),
-    ...     load=lambda training, seed: tf.data.Dataset.from_tensor_slices(
-    ...         (tf.zeros((2 if training else 1, 1, 1, 1)), tf.constant([0, 1][: 2 if training else 1]))
+    ...     load=lambda split, seed: tf.data.Dataset.from_tensor_slices(
+    ...         (tf.zeros((2, 1, 1, 1)), tf.constant([0, 1]))
     ...     ),
     ...     train_fn=lambda image, seed: image,
     ...     test_fn=lambda image: image,
     ...     cache=False,
     ...     shuffle_buffer=2,
     ... )
-    >>> [int(label) for _, label in source.load(True, 0)]
+    >>> [int(label) for _, label in source.load("train", 0)]
     [0, 1]
     """
 

@@ -6,7 +6,7 @@ from types import MappingProxyType
 import tensorflow as tf
 
 from input_pipeline.array_sources import digits_source, npz_source
-from input_pipeline.checks import check_int
+from input_pipeline.checks import check_int, check_validation_split
 from input_pipeline.folder_source import FOLDER_IMAGE_SIZE, folder_source
 from input_pipeline.source import DatasetNotFoundError
 from input_pipeline.tfds_sources import cifar10_source, imagenet_source
@@ -15,7 +15,7 @@ DATASETS = ("cifar10", "imagenet2012", "digits")
 DEFAULT_IMAGE_SIZE = MappingProxyType({"cifar10": 32, "imagenet2012": 224, "digits": 32})
 
 
-def resolve_source(name, data_dir, image_size):
+def resolve_source(name, data_dir, image_size, validation_split=0.0):
     """The `Source` of data set `name` (see the package docstring), its data checked.
 
     Raises:
@@ -26,6 +26,8 @@ def resolve_source(name, data_dir, image_size):
 
     >>> resolve_source("digits", None, 16).info.input_shape
     (16, 16, 3)
+    >>> resolve_source("digits", None, 16, validation_split=0.25).info.num_validation
+    360
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
@@ -33,17 +35,18 @@ def resolve_source(name, data_dir, image_size):
         raise ValueError(f"`data_dir` must be a path or None. Received: data_dir={data_dir!r}")
     if image_size is not None:
         check_int("image_size", image_size, low=1)
+    check_validation_split(validation_split)
     if name == "cifar10":
-        return cifar10_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name])
+        return cifar10_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name], validation_split)
     if name == "imagenet2012":
-        return imagenet_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name])
+        return imagenet_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name], validation_split)
     if name == "digits":
-        return digits_source(image_size or DEFAULT_IMAGE_SIZE[name])
+        return digits_source(image_size or DEFAULT_IMAGE_SIZE[name], validation_split)
     path = os.path.expanduser(name)
     if path.endswith(".npz"):
-        return npz_source(path, image_size)
+        return npz_source(path, image_size, validation_split)
     if tf.io.gfile.isdir(path):
-        return folder_source(path, image_size or FOLDER_IMAGE_SIZE)
+        return folder_source(path, image_size or FOLDER_IMAGE_SIZE, validation_split)
     if os.sep in name or "/" in name or name.startswith((".", "~")):
         raise DatasetNotFoundError(
             f"no directory at {path!r}: pass a directory of class folders, an .npz file, "

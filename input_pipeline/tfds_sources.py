@@ -12,7 +12,18 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from input_pipeline.preprocessing import cifar10_test, cifar10_train, imagenet_test, imagenet_train
+from input_pipeline.holdout import validation_size
+from input_pipeline.preprocessing import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    cifar10_test,
+    cifar10_train,
+    imagenet_test,
+    imagenet_train,
+    scaled,
+)
 from input_pipeline.source import DatasetInfo, DatasetNotFoundError, Source
 
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
@@ -55,16 +66,30 @@ def _prepare_imagenet(builder, root):
     )
 
 
-def _tfds_info(builder, test_split, image_size):
+def _tfds_info(builder, test_split, image_size, validation_split, mean, std):
+    num_train = builder.info.splits["train"].num_examples
+    num_validation = validation_size(builder.name, num_train, validation_split)
     return DatasetInfo(
         num_classes=builder.info.features["label"].num_classes,
         input_shape=(image_size, image_size, 3),
-        num_train=builder.info.splits["train"].num_examples,
+        num_train=num_train - num_validation,
         num_test=builder.info.splits[test_split].num_examples,
+        num_validation=num_validation,
+        channel_mean=scaled(mean),
+        channel_std=scaled(std),
     )
 
 
-def cifar10_source(data_dir, image_size):
+def _split_names(info, test_split):
+    """TFDS split names of train / validation / test: the last examples of train are held out."""
+    return {
+        "train": f"train[:{info.num_train}]" if info.num_validation else "train",
+        "validation": f"train[{info.num_train}:]",
+        "test": test_split,
+    }
+
+
+def cifar10_source(data_dir, image_size, validation_split=0.0):
     """The `Source` of TFDS cifar10 prepared under `data_dir` (cached, fully shuffled).
 
     Example:
@@ -77,12 +102,12 @@ def cifar10_source(data_dir, image_size):
     cifar10 is not prepared
     """
     builder = _tfds_builder("cifar10", data_dir)
-    info = _tfds_info(builder, "test", image_size)
+    info = _tfds_info(builder, "test", image_size, validation_split, CIFAR10_MEAN, CIFAR10_STD)
+    split_names = _split_names(info, "test")
 
-    def load(training, seed):
+    def load(split, seed):
         del seed  # one file per split: the per-epoch shuffle does all the work
-        examples = builder.as_dataset(split="train" if training else "test")
-        return examples.map(_image_and_label)
+        return builder.as_dataset(split=split_names[split]).map(_image_and_label)
 
     return Source(
         info=info,
@@ -94,7 +119,7 @@ def cifar10_source(data_dir, image_size):
     )
 
 
-def imagenet_source(data_dir, image_size):
+def imagenet_source(data_dir, image_size, validation_split=0.0):
     """The `Source` of TFDS imagenet2012, prepared under `data_dir` or from its manual tars.
 
     Example:
@@ -107,12 +132,13 @@ def imagenet_source(data_dir, image_size):
     imagenet2012 is not prepared
     """
     builder = _tfds_builder("imagenet2012", data_dir)
-    info = _tfds_info(builder, "validation", image_size)
+    info = _tfds_info(builder, "validation", image_size, validation_split, IMAGENET_MEAN, IMAGENET_STD)
+    split_names = _split_names(info, "validation")
 
-    def load(training, seed):
+    def load(split, seed):
         examples = builder.as_dataset(
-            split="train" if training else "validation",
-            shuffle_files=training,
+            split=split_names[split],
+            shuffle_files=split == "train",
             decoders={"image": tfds.decode.SkipDecoding()},
             read_config=tfds.ReadConfig(shuffle_seed=seed),
         )

@@ -20,6 +20,7 @@ layers always pass a ReLU.
 """
 
 import dataclasses
+import math
 
 import keras
 
@@ -201,6 +202,54 @@ def validate_input_shape(input_shape, min_size):
             f"height and width >= {min_size}."
         )
     return shape
+
+
+def model_input(input_shape, input_normalization):
+    """The model's `keras.Input` and the tensor the first conv takes.
+
+    With `input_normalization=(mean, std)` (per channel, or one value for all, in the
+    units of the images fed to the model) the input goes through a float32
+    `keras.layers.Normalization` named "input_norm", saved and exported with the model,
+    so the model takes images as the data source gives them; None: the input as it is.
+
+    Raises:
+        ValueError: `input_normalization` is not a pair of finite means and positive
+            standard deviations, one per channel (or one for all).
+
+    Example:
+
+    >>> import numpy as np
+    >>> inputs, x = model_input((8, 8, 1), ([127.5], [64.0]))
+    >>> float(keras.Model(inputs, x)(np.full((1, 8, 8, 1), 255.0, "float32"))[0, 0, 0, 0])
+    1.9921875
+    """
+    inputs = keras.Input(input_shape, name="image")
+    if input_normalization is None:
+        return inputs, inputs
+    mean, std = _validate_normalization(input_normalization, input_shape[-1])
+    normalize = keras.layers.Normalization(
+        mean=mean, variance=[s * s for s in std], name="input_norm", dtype="float32"
+    )
+    return inputs, normalize(inputs)
+
+
+def _validate_normalization(input_normalization, channels):
+    """(mean, std) as lists of floats of length `channels`, or ValueError naming the argument."""
+    try:
+        mean, std = ([float(v) for v in values] for values in input_normalization)
+    except (TypeError, ValueError):
+        mean = std = None
+    if mean is None or len(mean) != len(std) or len(mean) not in (1, channels):
+        raise ValueError(
+            f"Invalid input_normalization={input_normalization!r}: expected (mean, std), "
+            f"each with one value per channel ({channels}) or one value."
+        )
+    if not all(math.isfinite(m) for m in mean) or not all(0 < s < math.inf for s in std):
+        raise ValueError(
+            f"Invalid input_normalization={input_normalization!r}: the means must be finite "
+            "and the standard deviations finite and > 0."
+        )
+    return mean * (channels // len(mean)), std * (channels // len(std))
 
 
 def validate_num_classes(num_classes):

@@ -116,6 +116,7 @@ def resnet20(
     sync_bn=False,
     ste_clip=False,
     logits_init="random",
+    input_normalization=None,
     name="resnet20",
 ):
     """Builds the CIFAR ResNet-20 as a Keras functional model (logits output).
@@ -135,6 +136,10 @@ def resnet20(
         sync_bn: synchronize batch statistics across replicas.
         ste_clip: for method "ste", clip the latent weights to [-1, 1].
         logits_init: for method "slb", "random" (default) or "quadratic".
+        input_normalization: `(mean, std)` per channel, in the units of the images
+            fed to the model: a `keras.layers.Normalization` ("input_norm") first,
+            saved and exported with the model (train.py passes the data set's); None:
+            the input is used as it is.
         name: model name.
 
     Returns:
@@ -169,8 +174,8 @@ def resnet20(
     method_lib.validate_num_classes(num_classes)
     filters = [method_lib.scaled_filters(f, width_multiplier) for f in STAGE_FILTERS]
 
-    inputs = keras.Input(input_shape, name="image")
-    x = m.conv2d(filters[0], 3, name="stem_conv", quantized=False)(inputs)
+    inputs, x = method_lib.model_input(input_shape, input_normalization)
+    x = m.conv2d(filters[0], 3, name="stem_conv", quantized=False)(x)
     x = apply_stem_norm(x, m, prelu=block == "convprelubn")
     apply_block = apply_convprelubn_block if block == "convprelubn" else apply_basic_block
     x = apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)

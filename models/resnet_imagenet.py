@@ -62,6 +62,7 @@ def resnet18(
     sync_bn=False,
     ste_clip=False,
     logits_init="random",
+    input_normalization=None,
     name="resnet18",
 ):
     """Builds the ImageNet ResNet-18 as a Keras functional model (logits output).
@@ -82,6 +83,10 @@ def resnet18(
         sync_bn: synchronize batch statistics across replicas.
         ste_clip: for method "ste", clip the latent weights to [-1, 1].
         logits_init: for method "slb", "random" (default) or "quadratic".
+        input_normalization: `(mean, std)` per channel, in the units of the images
+            fed to the model: a `keras.layers.Normalization` ("input_norm") first,
+            saved and exported with the model (train.py passes the data set's); None:
+            the input is used as it is.
         name: model name.
 
     Returns:
@@ -116,8 +121,8 @@ def resnet18(
     method_lib.validate_num_classes(num_classes)
     filters = [method_lib.scaled_filters(f, width_multiplier) for f in STAGE_FILTERS]
 
-    inputs = keras.Input(input_shape, name="image")
-    x = m.conv2d(filters[0], 7, strides=2, name="stem_conv", quantized=False)(inputs)
+    inputs, x = method_lib.model_input(input_shape, input_normalization)
+    x = m.conv2d(filters[0], 7, strides=2, name="stem_conv", quantized=False)(x)
     x = resnet_cifar.apply_stem_norm(x, m, prelu=block == "bireal")
     apply_block = apply_bireal_block if block == "bireal" else resnet_cifar.apply_basic_block
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)

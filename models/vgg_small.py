@@ -30,6 +30,7 @@ def vgg_small(
     sync_bn=False,
     ste_clip=False,
     logits_init="random",
+    input_normalization=None,
     name="vgg_small",
 ):
     """Builds VGG-Small as a Keras functional model (logits output).
@@ -49,6 +50,10 @@ def vgg_small(
         sync_bn: synchronize batch statistics across replicas.
         ste_clip: for method "ste", clip the latent weights to [-1, 1].
         logits_init: for method "slb", "random" (default) or "quadratic".
+        input_normalization: `(mean, std)` per channel, in the units of the images
+            fed to the model: a `keras.layers.Normalization` ("input_norm") first,
+            saved and exported with the model (train.py passes the data set's); None:
+            the input is used as it is.
         name: model name.
 
     Returns:
@@ -81,8 +86,7 @@ def vgg_small(
     method_lib.validate_num_classes(num_classes)
     filters = [method_lib.scaled_filters(f, width_multiplier) for f in FILTERS]
 
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
+    inputs, x = method_lib.model_input(input_shape, input_normalization)
     for index, channels in enumerate(filters, start=1):
         first = index == 1
         last = index == len(filters)

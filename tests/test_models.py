@@ -354,3 +354,39 @@ def test_authors_blocks_train_and_convert_to_slb_from_ste(name):
     model.fit(x, np.arange(4), epochs=1, verbose=0)
     converted = ste.to_slb_model(model)
     np.testing.assert_allclose(converted(x, training=False), model(x, training=False), rtol=1e-4, atol=1e-4)
+
+
+# --- input normalization inside the model ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_input_normalization_is_the_first_layer_and_saved_with_the_model(name, tmp_path):
+    mean, std = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
+    model = _tiny(name, method="slb", input_normalization=(mean, std))
+    assert [layer.name for layer in model.layers[:2]] == ["image", "input_norm"]
+    raw = np.random.default_rng(0).uniform(0, 255, (2, *model.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(
+        keras.Model(model.input, model.get_layer("input_norm").output)(raw), (raw - mean) / std, rtol=1e-5
+    )
+    # the same network without it, fed the normalized images, gives the same outputs
+    plain = _tiny(name, method="slb")
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(model(raw), plain((raw - mean) / np.float32(std)), rtol=1e-4, atol=1e-4)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)(raw), model(raw), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (((0.5,) * 2, (0.2,) * 2), "one value per channel"),
+        ((0.5, 0.2), "one value per channel"),
+        (((0.5,), (0.0,)), "finite and > 0"),
+        (((float("nan"),), (1.0,)), "finite and > 0"),
+        ("mean", "one value per channel"),
+    ],
+)
+def test_input_normalization_is_validated(value, match):
+    with pytest.raises(ValueError, match=r"Invalid input_normalization=.*" + match):
+        models.get_model("vgg_small", input_normalization=value)

@@ -26,6 +26,7 @@ import input_pipeline
 import slb_keras
 import train
 import training
+from slb_keras.datasets import load_digits
 from tiny_run import TINY, TINY_FLAGS, child_env
 from tfds_mock import write_tfds_metadata
 
@@ -193,7 +194,7 @@ def test_train_py_on_digits_end_to_end(tmp_path):
     args = [*TINY_FLAGS, "--method=slb", "--wbits=1", "--abits=1", "--export", f"--model_dir={model_dir}"]
     result = _train_py(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Hard-quantized test accuracy" in result.stdout
+    assert "Test accuracy of the final hard-quantized network:" in result.stdout
     names = set(os.listdir(model_dir))
     assert {"flags.json", "summary.json", "model.keras", "model.tflite", "history.csv", "logs"} <= names
     assert not any(name.startswith(".tmp-") for name in names)
@@ -208,20 +209,41 @@ def test_train_py_on_digits_end_to_end(tmp_path):
     test = input_pipeline.build_dataset("digits", "test", 16, image_size=16)
     loss, accuracy = model.evaluate(test, verbose=0)
     assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
-    # ... and so does the exported TFLite model, on the first test images.
+    # ... and so do the saved and the exported TFLite model fed the test images exactly
+    # as load_digits returns them (the input normalization is inside the model).
     from ai_edge_litert.interpreter import Interpreter
 
-    images, _ = next(iter(test))
+    _, (x_test, y_test) = load_digits(image_size=16)
+    logits = model.predict(x_test, verbose=0)
+    assert np.mean(np.argmax(logits, axis=1) == y_test) == pytest.approx(summary["test_accuracy"], abs=1e-6)
     interpreter = Interpreter(model_path=str(model_dir / "model.tflite"))
     runner = interpreter.get_signature_runner()
-    (tflite_logits,) = runner(**{runner.get_input_details().popitem()[0]: images.numpy()}).values()
-    np.testing.assert_allclose(tflite_logits, model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+    (tflite_logits,) = runner(**{runner.get_input_details().popitem()[0]: x_test}).values()
+    np.testing.assert_allclose(tflite_logits, logits, rtol=1e-4, atol=1e-4)
+    assert np.mean(np.argmax(tflite_logits, axis=1) == y_test) == pytest.approx(summary["test_accuracy"], abs=1e-6)
     # The same command again finds the completed run and changes nothing.
     before = _snapshot(model_dir)
     again = _train_py(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to do" in again.stdout
     assert _snapshot(model_dir) == before
+
+
+def test_validation_split_monitors_held_out_examples_and_tests_once(tmp_path):
+    plain = training.run({**TINY, "model_dir": str(tmp_path / "plain")})  # the paper's protocol
+    assert not any(key.startswith("val_") for row in plain["history"] for key in row)
+    assert plain["split_sizes"] == {"train": 1438, "validation": 0, "test": 359}
+    held = training.run({**TINY, "validation_split": 0.25, "model_dir": str(tmp_path / "held")})
+    assert held["split_sizes"] == {"train": 1078, "validation": 360, "test": 359}
+    assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in held["history"])
+    # val_* are the held-out examples', not the test split's: evaluate both on the saved model
+    model = keras.models.load_model(tmp_path / "held" / "model.keras")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    split = dict(image_size=16, validation_split=0.25)
+    _, validation_accuracy = model.evaluate(input_pipeline.build_dataset("digits", "validation", 16, **split), verbose=0)
+    _, test_accuracy = model.evaluate(input_pipeline.build_dataset("digits", "test", 16, **split), verbose=0)
+    assert held["history"][-1]["val_accuracy"] == pytest.approx(validation_accuracy, abs=1e-6)
+    assert held["test_accuracy"] == pytest.approx(test_accuracy, abs=1e-6)
 
 
 @pytest.mark.parametrize("method", ["fp", "ste", "slb"])
@@ -331,6 +353,9 @@ BAD_INPUT = [
     (["--hard_epochs=2"], "--hard_epochs=2: expected an integer from 0 to 0"),
     (["--hard_epochs=-1"], "--hard_epochs=-1"),
     (["--weight_decay_mode=l2"], "--weight_decay_mode"),
+    (["--validation_split=1"], "--validation_split=1.0: expected a fraction of the training split in [0, 1)"),
+    (["--validation_split=-0.1"], "--validation_split=-0.1"),
+    (["--validation_split=0.9999"], "holds out 1438 of its 1438 training examples"),
     (["--logits_init=zeros"], "--logits_init"),
     (["--data_dir=/no/such/dir"], "--data_dir=/no/such/dir"),
     (["--wbits=two"], "--wbits"),
@@ -496,7 +521,8 @@ def test_command_line_errors_have_no_traceback(existing_run):
 # which a few SGD steps do not amplify beyond ~1e-6. rtol=1e-5 leaves a 10x margin.
 # Activations are kept continuous (abits=32): a quantizer's threshold would turn such an
 # ulp difference at a rounding boundary into a different code.
-DISTRIBUTED = dict(TINY, method="slb", wbits=1, abits=32, sync_bn=True, epochs=1, steps_per_epoch=4)
+# validation_split=0.2: 64 held-out examples, whole batches too (val_loss is compared)
+DISTRIBUTED = dict(TINY, method="slb", wbits=1, abits=32, sync_bn=True, epochs=1, steps_per_epoch=4, validation_split=0.2)
 LOSS_RTOL = 1e-5
 
 

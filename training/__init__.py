@@ -1,7 +1,8 @@
 """Training of the paper's networks: `run(config)`, called by train.py and by the tests.
 
-One run = config -> strategy -> data -> model -> `fit` -> BN calibration -> hard test
-accuracy -> files in `model_dir`:
+One run = config -> strategy -> data -> model (its input normalization included) -> `fit`
+(validation on held-out training examples with `validation_split` > 0) -> BN calibration
+-> the hard network's test accuracy, once -> files in `model_dir`:
 
 | file            | what                                                             |
 |-----------------|------------------------------------------------------------------|
@@ -11,7 +12,7 @@ accuracy -> files in `model_dir`:
 | logs/           | TensorBoard logs                                                 |
 | model.keras     | the final model (written atomically)                             |
 | model.tflite    | with `export=True`                                               |
-| summary.json    | config, final hard test accuracy, seconds per epoch, parameter counts |
+| summary.json    | config, final hard test accuracy, split sizes, seconds per epoch, parameter counts |
 
 A killed run resumes from its last completed epoch when started again with the same
 configuration: the weights, the optimizer (its step counter included, which drives the
@@ -34,6 +35,7 @@ Modules (each imports only those above it):
 - `lock`: `RunDirLock`, one live run per model_dir (a second one is refused naming the
   holder's PID).
 - `run_dir`: the run's file names, atomic writes (`write_json`), model_dir checks.
+- `backup`: restoring the backup of a killed run, clearing what a finished one left.
 - `strategy`: `make_strategy`, `worker_role`.
 - `keras_fixes`: the MultiWorkerMirroredStrategy workaround (the only private Keras).
 - `runner`: `run`.

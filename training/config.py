@@ -48,7 +48,8 @@ class Config:
     schedule below it; `block`: the authors' network; `ste_clip`: latent weights clipped
     to [-1, 1] for 1-bit STE) or a value derived from the data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
     about the size of the test set, used by method "slb" with `sbn` only; `model_dir`:
-    runs/<model>_<method>_w<w>a<a>_<data>).
+    runs/<model>_<method>_w<w>a<a>_<data>). `validation_split` = 0 is the paper's protocol
+    (every training example trains; the test split is evaluated once, at the end).
 
     Example:
 
@@ -63,6 +64,7 @@ class Config:
     dataset: str = None
     data_dir: str = None
     image_size: int = None
+    validation_split: float = 0.0
     width_multiplier: float = 1.0
     epochs: int = None
     steps_per_epoch: int = None
@@ -261,6 +263,9 @@ def resolve(config):
     for name in ("sbn", "ste_clip", "sync_bn", "deterministic", "mixed_precision", "jit_compile", "export"):
         if not isinstance(getattr(config, name), bool):
             raise invalid_flag(name, getattr(config, name), "true or false")
+    split = config.validation_split
+    if not (_is_number(split) and 0 <= split < 1):
+        raise invalid_flag("validation_split", split, "a fraction of the training split in [0, 1)")
     if not isinstance(config.dataset, str) or not config.dataset:
         raise invalid_flag("dataset", config.dataset, "a data set name or path")
     if config.data_dir is not None and not os.path.isdir(config.data_dir):

@@ -12,12 +12,14 @@ The examples below write into the current directory.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+from types import MappingProxyType
 
-from training.config import UsageError, invalid_flag, run_settings
+from training.config import Config, UsageError, invalid_flag, run_settings
 from training.lock import LOCK_FILE
 
 FLAGS_FILE = "flags.json"
@@ -27,6 +29,11 @@ TFLITE_FILE = "model.tflite"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
+# The fixed defaults of the settings: a flags.json without one (written before the
+# setting existed) was a run with this value.
+_DEFAULT_SETTINGS = MappingProxyType(
+    {field.name: field.default for field in dataclasses.fields(Config) if field.default is not None}
+)
 
 
 def _atomic_write(path, write):
@@ -157,6 +164,8 @@ def check_model_dir(config, is_chief=True):
                     f"(a JSON {type(saved).__name__}); restore it or choose another --model_dir."
                 )
             settings = run_settings(config)
+            # A setting the saved run lacks is one added since: the run had its default.
+            saved = {**{k: v for k, v in _DEFAULT_SETTINGS.items() if k in settings}, **saved}
             for name in [*settings, *(name for name in saved if name not in settings)]:  # flag order
                 if saved.get(name) != settings.get(name):
                     raise UsageError(

@@ -6,10 +6,8 @@ tensorflow/models `mnist_main.py`); the batch size is global.
 """
 
 import dataclasses
-import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -20,6 +18,7 @@ import input_pipeline
 import models
 import slb_keras
 from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
+from training import backup as backup_lib
 from training import schedule
 from training.guards import RunFailed, StopOnNonFinite, TrainingDiverged
 from training.keras_fixes import multi_worker_fixes
@@ -32,7 +31,6 @@ from training.run_dir import (
     MODEL_FILE,
     SUMMARY_FILE,
     TFLITE_FILE,
-    TEMPORARY_PREFIX,
     check_model_dir,
     create_model_dir,
     read_history,
@@ -50,17 +48,22 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
 
     Args:
         flags_or_config: a `Config`, a dict of its fields or absl FLAGS.
-        datasets_override: optional `(train, test)` datasets (tf.data or distributed)
-            used instead of `input_pipeline.make_datasets`; the training one must
-            repeat (steps_per_epoch batches per epoch). The data set's info (classes,
-            shape, sizes) still comes from `config.dataset`.
+        datasets_override: optional `(train, test)` or `(train, test, calibration)`
+            datasets (tf.data or distributed) used instead of
+            `input_pipeline.make_datasets`, in the units of `config.dataset`'s images (the
+            model normalizes them); the training one must repeat (steps_per_epoch
+            batches per epoch). No validation is run. The data set's info (classes,
+            shape, sizes, channel statistics) still comes from `config.dataset`.
         strategy_override: optional `tf.distribute.Strategy` instead of `config.strategy`.
 
     Returns:
         The summary dict written to summary.json: "config" (all settings), "test_accuracy"
-        and "test_loss" (hard network, after calibration), "seconds_per_epoch",
-        "epoch_seconds" (epochs run by this call), "resumed_from_epoch", "parameters"
-        (`models.count_weights`), "history" (every epoch's logs), "strategy", "replicas".
+        and "test_loss" (the final hard network, after calibration, on the test split,
+        evaluated once after training), "split_sizes" (train / validation / test
+        examples), "seconds_per_epoch", "epoch_seconds" (epochs run by this call),
+        "resumed_from_epoch", "parameters" (`models.count_weights`), "history" (every
+        epoch's logs; val_* with `validation_split` > 0, on the held-out examples),
+        "strategy", "replicas".
 
     Raises:
         UsageError: for bad input (flags, data, model_dir, another live run holding
@@ -91,7 +94,9 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
     if config.batch_size % replicas:
         raise invalid_flag("batch_size", config.batch_size, f"a multiple of the {replicas} replicas")
     try:
-        info = input_pipeline.get_dataset_info(config.dataset, config.data_dir, config.image_size)
+        info = input_pipeline.get_dataset_info(
+            config.dataset, config.data_dir, config.image_size, config.validation_split
+        )
         full_pass = info.steps_per_epoch(config.batch_size)  # refuses a batch larger than the data
         steps_per_epoch = config.steps_per_epoch or full_pass
     except ValueError as error:  # DatasetNotFoundError and DataError included
@@ -113,10 +118,10 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
     # One live run per model_dir (per task of a multi-worker run): released at exit or death.
     lock = RunDirLock(config.model_dir, None if is_chief else f"worker{task_id}")
     if done is not None:
-        if is_chief and _leftovers(config.model_dir):  # a run killed after its summary.json
+        if is_chief and backup_lib.leftovers(config.model_dir):  # a run killed after its summary.json
             try:
                 with lock:
-                    _remove_leftovers(config.model_dir)
+                    backup_lib.remove_leftovers(config.model_dir)
             except UsageError:
                 pass  # a live run holds it: leave its files alone
         if not _needs_export(config, is_chief):
@@ -198,6 +203,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             sync_bn=config.sync_bn,
             ste_clip=config.method == "ste" and config.ste_clip,
             logits_init=config.logits_init,
+            input_normalization=(info.channel_mean, info.channel_std),
         )
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
@@ -208,10 +214,10 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         backup = keras.callbacks.BackupAndRestore(
             backup_dir, double_checkpoint=True, delete_checkpoint=False
         )
-        _restore(backup, model, config, info)  # the last completed epoch, if any
+        backup_lib.restore(backup, model, config, info)  # the last completed epoch, if any
     step = int(model.optimizer.iterations.numpy())
     initial_epoch = min(step // steps_per_epoch, config.epochs)
-    _agree_backup_metadata(backup_dir, initial_epoch)
+    backup_lib.agree_backup_metadata(backup_dir, initial_epoch)
     if is_chief:
         truncate_history(os.path.join(model_dir, HISTORY_FILE), initial_epoch)  # epochs re-run
     if initial_epoch:
@@ -222,12 +228,13 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         else:  # killed after its last epoch, before summary.json
             print(f"Resuming {model_dir} after its last epoch ({state}): finishing the run", flush=True)
 
-    calibration_ds = None
+    calibration_ds = validation_ds = None
     if datasets_override is not None:
         train_ds, test_ds, *calibration = datasets_override
         calibration_ds = calibration[0] if calibration else train_ds
     else:
-        train_ds, test_ds = input_pipeline.make_datasets(
+        splits = ("train", "validation", "test") if info.num_validation else ("train", "test")
+        train_ds, *validation, test_ds = input_pipeline.make_datasets(
             config.dataset,
             config.data_dir,
             config.batch_size,
@@ -236,7 +243,10 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             seed=config.seed,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
+            validation_split=config.validation_split,
+            splits=splits,
         )
+        validation_ds = validation[0] if validation else None
         if config.method == "slb":  # global batches of the training set (epoch 0)
             calibration_ds = input_pipeline.build_dataset(
                 config.dataset,
@@ -246,10 +256,11 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
                 image_size=config.image_size,
                 seed=config.seed,
                 steps_per_epoch=steps_per_epoch,
+                validation_split=config.validation_split,
             )
     calibration_steps = config.bn_calibration_steps
-    if calibration_steps is None:
-        calibration_steps = max(1, math.ceil(info.num_test / config.batch_size))
+    if calibration_steps is None:  # the authors': as many batches as the validation loader
+        calibration_steps = max(1, math.ceil((info.num_validation or info.num_test) / config.batch_size))
     if config.method != "slb" or not config.sbn:
         calibration_steps = 0  # no hard statistics to calibrate
 
@@ -276,15 +287,18 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            validation_data=test_ds,
+            validation_data=validation_ds,
             shuffle=False,  # the pipeline shuffles, by epoch
             callbacks=callbacks,
             verbose=verbose,
         )
-        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+        test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)  # once, at the end
     summary = _make_summary(
         config, model, strategy, steps_per_epoch, initial_epoch, timer.seconds, test_loss, test_accuracy
     )
+    summary["split_sizes"] = {
+        "train": info.num_train, "validation": info.num_validation, "test": info.num_test
+    }
     if is_chief:
         save_model(model, os.path.join(model_dir, MODEL_FILE))
         if config.export:
@@ -294,82 +308,15 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             summary["tflite_file"] = TFLITE_FILE
         summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))
         write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
-    _remove_dir(backup_dir)
+    backup_lib.remove_dir(backup_dir)
     if is_chief:
         print(
-            f"Hard-quantized test accuracy {test_accuracy:.4f} ({config.method}, "
-            f"W{config.wbits}/A{config.abits}); summary in {model_dir}/{SUMMARY_FILE}",
+            f"Test accuracy of the final hard-quantized network: {test_accuracy:.4f} "
+            f"({info.num_test} test images, {config.method}, W{config.wbits}/A{config.abits}); "
+            f"summary in {model_dir}/{SUMMARY_FILE}",
             flush=True,
         )
     return summary
-
-
-def _restore(backup, model, config, info):
-    """Restores model and optimizer from the run's backup, or refuses in one line.
-
-    Keras falls back to the previous backup (double_checkpoint) when the latest weights
-    file is unreadable, but not when its metadata file is (a kill while writing it):
-    that file only repeats the epoch, which the optimizer's step counter gives, so it
-    is dropped here and rewritten by `_agree_backup_metadata`.
-    """
-    backup.set_model(model)
-    metadata = os.path.join(backup.backup_dir, "training_metadata.json")
-    for path in (metadata, metadata + ".bkp"):
-        try:
-            with open(path) as file:
-                json.load(file)["epoch"]
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError):
-            os.remove(path)
-    try:
-        backup.on_train_begin()
-    except Exception as error:  # noqa: BLE001 - h5py, shape and Keras errors alike: one line
-        if isinstance(error, OSError):
-            reason = (
-                f"its backup in {backup.backup_dir} is unreadable ({' '.join(str(error).split())[:150]}); "
-                "delete that directory to train from the start, or choose another --model_dir"
-            )
-        else:
-            reason = (
-                f"its backup in {backup.backup_dir} does not fit the model this run builds "
-                f"({info.num_classes} classes, input {'x'.join(map(str, info.input_shape))}): "
-                "the run's data no longer matches its backup (did --dataset's classes or images "
-                "change?); restore the data or choose another --model_dir"
-            )
-        raise UsageError(f"Invalid --model_dir={config.model_dir}: {reason}.") from None
-
-
-def _agree_backup_metadata(backup_dir, epoch):
-    """Makes the backup's epoch (which `fit` starts from) that of the restored step counter."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not epoch or not os.path.exists(path):
-        return
-    with open(path) as file:
-        metadata = json.load(file)
-    if metadata.get("epoch") != epoch:
-        write_json(path, {**metadata, "epoch": epoch, "batch": 0})
-
-
-def _leftovers(model_dir):
-    """What a run killed after writing summary.json left: temporaries and its backup."""
-    names = os.listdir(model_dir)
-    return [n for n in names if n.startswith(TEMPORARY_PREFIX) or n == BACKUP_DIR]
-
-
-def _remove_leftovers(model_dir):
-    remove_temporaries(model_dir)
-    shutil.rmtree(os.path.join(model_dir, BACKUP_DIR), ignore_errors=True)
-
-
-def _remove_dir(path):
-    """Removes a directory so that a kill cannot leave part of it under its own name."""
-    if not os.path.isdir(path):
-        return
-    parent, name = os.path.split(path)
-    doomed = os.path.join(parent, f"{TEMPORARY_PREFIX}{name}-{os.getpid()}")
-    os.replace(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
 
 
 class _EpochTimer(keras.callbacks.Callback):
