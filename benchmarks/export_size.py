@@ -16,7 +16,8 @@ ResNet-20 / MobileNetV2 converted by `quantize_model`), writes
 then times single-image inference of each .tflite file with the LiteRT
 interpreter (one thread), interleaved round by round, and compares each file's
 outputs with the Keras hard network (`model.predict`) on real images (the digits
-test set, normalized as train.py does, for --dataset=digits) or random ones:
+test set, as load_digits returns them when the model normalizes its input, as train.py's
+models do, else normalized by the training set's channel mean / std) or random ones:
 top-1 agreement and max |diff|. Prints one table and writes JSON.
 
 Example:
@@ -81,12 +82,15 @@ def _network(args):
                             input_shape=shape, num_classes=10)
 
 
-def _images(args, shape):
+def _images(args, shape, model):
     if args.dataset == "digits":
         from slb_keras.datasets import load_digits
 
         (x_train, _), (x_test, _) = load_digits(image_size=shape[0], channels=shape[-1])
-        # train.py's input pipeline: training-set channel mean / std.
+        if any(layer.name == "input_norm" for layer in model.layers):
+            return x_test[: args.images] if args.images else x_test  # the model normalizes
+        # A model without its normalization (built here, or by train.py before it had one):
+        # the training-set channel mean / std.
         mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
         std = np.maximum(x_train.std(axis=(0, 1, 2), dtype=np.float64), 1e-3)
         x = ((x_test - mean) / std).astype(np.float32)
@@ -210,7 +214,7 @@ def main(argv=None):
 
     model = _network(args)
     shape = tuple(model.inputs[0].shape[1:])
-    x = _images(args, shape)
+    x = _images(args, shape, model)
     if args.model == "mobilenet_v2" and not args.model_path:
         # Untrained: give its batch norms the statistics of these images, so that
         # activations keep their scale through the network.

@@ -1,20 +1,28 @@
 """The README's Python examples run as written and do what their comments say."""
 
+import json
 import pathlib
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 import slb_keras
+from tiny_run import child_env
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+# Examples that read the files of a train.py run (under runs/) / that build their own model.
+RUN_BLOCKS = [block for block in BLOCKS if "runs/" in block]
+MODEL_BLOCKS = [block for block in BLOCKS if "runs/" not in block]
 
 
 def test_readme_has_examples():
-    assert len(BLOCKS) >= 1
+    assert len(MODEL_BLOCKS) >= 1 and len(RUN_BLOCKS) >= 1
 
 
 def _check_model(model):
@@ -49,10 +57,10 @@ def _check_calibrated(model):
     assert bns and all(float(bn.calibrated.numpy()) == 1.0 for bn in bns)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", range(len(MODEL_BLOCKS)))
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write files (models, exports) here
-    block = BLOCKS[index]
+    block = MODEL_BLOCKS[index]
     namespace = {"__name__": f"readme_example_{index}"}
     exec(compile(block, f"README.md[python block {index}]", "exec"), namespace)
     model = namespace.get("model")
@@ -75,3 +83,23 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     report = namespace.get("report")
     if isinstance(report, slb_keras.ModelSummary):
         assert report.compression_ratio > 1.0 and report.logits > 0
+
+
+def test_readme_deploy_example_feeds_load_digits_images_to_a_train_py_export(tmp_path, monkeypatch, capsys):
+    """The first command's run, shrunk (width, steps), then the example on its model.tflite:
+    the TFLite file fed images as load_digits returns them scores summary.json's accuracy."""
+    first_command = re.search(r"```bash\npip install -e \. && (python train\.py [^\n]*)\n", README.read_text())
+    assert first_command and "--export" in first_command.group(1), "the first command exports"
+    args = first_command.group(1).split()[2:]
+    args += ["--epochs=1", "--steps_per_epoch=2", "--width_multiplier=0.0625", "--bn_calibration_steps=2"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "vgg_small_slb_w1a1_digits" / "summary.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    for block in RUN_BLOCKS:
+        exec(compile(block, "README.md[run example]", "exec"), {"__name__": "readme_run_example"})
+    printed = float(capsys.readouterr().out.split()[-1])
+    assert printed == pytest.approx(summary["test_accuracy"], abs=1e-6)
