@@ -3,9 +3,13 @@
 Every bad argument raises a ValueError in one style,
 ``Invalid <name>=<value>: expected <what is allowed>.``
 
-This module holds the package's only import of a private Keras name
-(`keras.src.models.functional.Functional`: Keras exports no class that tells a
-Functional model from a subclassed one).
+This module is also the package's one home for private Keras: the only import
+of a private Keras name (`keras.src.models.functional.Functional`: Keras exports
+no class that tells a Functional model from a subclassed one) and the only
+reads of private Keras attributes that conversion and export need (a
+graph's nodes and edges, the layers nested in a layer, Functional's own graph
+walk: Keras 3 has no public API for them). Written against Keras 3.15; see
+"Private Keras" below before upgrading.
 """
 
 import numbers
@@ -121,3 +125,67 @@ def check_graph_model(model, action="converted"):
             "keras.Input(shape) or call model.build(input_shape) before it is "
             f"{action}."
         )
+
+
+# -- Private Keras ---------------------------------------------------------------
+#
+# Keras 3 exports no API for who feeds whom in a Functional graph, for all the
+# layers nested in a layer, or for running a graph with some operations
+# replaced. These three functions read Keras's private attributes; the
+# conversion and export modules read them only through here. Written against Keras 3.15
+# (keras/src/models/functional.py, keras/src/ops/node.py,
+# keras/src/layers/layer.py); tests/test_export*.py and tests/test_quantize.py
+# go through each of them, so a Keras upgrade that moves one fails there.
+
+
+def flatten_layers(layer, include_self=False):
+    """`layer`'s nested layers, recursively, in Keras's tracking order.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> [type(l).__name__ for l in flatten_layers(model)]
+    ['InputLayer', 'Dense']
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=True))
+
+
+def graph_edges(model):
+    """(edges, ends) of a Functional model's graph, one level (nested models as nodes).
+
+    `edges` holds a (producer, consumer) pair of operations for each input
+    tensor of each node (a layer called twice appears in two nodes); `ends`, the
+    operations whose output is one of the model's outputs.
+
+    Example:
+
+    >>> x = keras.Input((2,), name="x")
+    >>> model = keras.Model(x, keras.layers.Dense(1, name="d")(x))
+    >>> edges, ends = graph_edges(model)
+    >>> [(a.name, b.name) for a, b in edges], [op.name for op in ends]
+    ([('x', 'd')], ['d'])
+    """
+    nodes = [node for level in model._nodes_by_depth.values() for node in level]
+    edges = [
+        (tensor._keras_history.operation, node.operation)
+        for node in nodes
+        for tensor in node.input_tensors
+    ]
+    ends = [tensor._keras_history.operation for tensor in model.outputs]
+    return edges, ends
+
+
+def run_through_graph(model, inputs, operation_fn):
+    """A Functional model's graph on `inputs`, with `operation_fn(op)` called for each op.
+
+    What `Functional.call` runs, with a function in place of each operation.
+
+    Example:
+
+    >>> x = keras.Input((2,))
+    >>> model = keras.Model(x, keras.layers.ReLU()(x))
+    >>> outputs = run_through_graph(model, [np.array([[-1.0, 2.0]])], lambda op: op)
+    >>> np.asarray(outputs).tolist()
+    [[0.0, 2.0]]
+    """
+    return model._run_through_graph(inputs, operation_fn=operation_fn)

@@ -29,11 +29,16 @@ import numpy as np
 from keras import ops
 
 from slb_keras import checks
+from slb_keras import graph
 from slb_keras import layers as slb_layers_module
 from slb_keras import normalization
 from slb_keras import quantizers
 
-_KERNEL_LAYERS = (
+# The layers a batch norm folds into: their kernel's last axis (the last two for
+# DepthwiseConv2D) is the output channel, as `_folded_weights` needs. Not all of
+# checks.KERNEL_LAYERS: transposed and separable convolutions and EinsumDense
+# lay their kernels out otherwise.
+_FOLD_INTO = (
     keras.layers.Dense,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
@@ -89,8 +94,8 @@ def to_inference_model(model, fold_batch_norm=False):
         model: a built Sequential or Functional Keras model (subclassed models
             cannot be rebuilt layer by layer).
         fold_batch_norm: if True, every BatchNormalization whose only input is
-            the linear output of a Dense/Conv layer (used by nothing else) is
-            folded into that layer's kernel and bias. Folding into a layer that
+            the linear output of a Dense/Conv layer (used by nothing else,
+            not an output of the model) is folded into that layer's kernel and bias. Folding into a layer that
             came from an SLB layer makes its kernel W_h * gamma / sigma per output
             channel, which is no longer in the value set; `export_tflite` and
             `export_packed` therefore never fold.
@@ -150,7 +155,7 @@ def inference_model_and_kernels(model, float32=False):
 
 def _check_finite(model):
     """A ValueError naming the first layer with a NaN or infinite weight or logit."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in checks.flatten_layers(model):
         for variable in layer.weights:
             values = ops.convert_to_numpy(variable)
             if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
@@ -162,21 +167,10 @@ def _check_finite(model):
                 )
 
 
-def _as_functional(model):
-    if isinstance(model, keras.Sequential):
-        inputs, outputs = model.inputs, model.outputs
-        return keras.Model(
-            inputs[0] if len(inputs) == 1 else inputs,
-            outputs[0] if len(outputs) == 1 else outputs,
-            name=model.name,
-        )
-    return model
-
-
 def _rebuild(model, replacement):
     """Clones a graph model, calling `replacement(op)(*args, **kwargs)` per node."""
     return keras.models.clone_model(
-        _as_functional(model),
+        graph.as_functional(model),
         clone_function=replacement,
         call_function=lambda function, *args, **kwargs: function(*args, **kwargs),
     )
@@ -308,10 +302,11 @@ def _replace_state_batch_norm(layer, config, copies):
 
 def _fold_batch_norms(model):
     """Folds each BN fed only by a linear Dense/Conv layer into that layer."""
-    model = _as_functional(model)
+    model = graph.as_functional(model)
+    consumers, producers = graph.neighbours(model, recursive=False)
     folds = {}  # id(producer) -> batch norm
     for layer in model.layers:
-        producer = _foldable_producer(layer)
+        producer = _foldable_producer(layer, consumers, producers)
         if producer is not None:
             folds[id(producer)] = layer
     folded_ids = {id(bn) for bn in folds.values()}
@@ -337,24 +332,26 @@ def _fold_batch_norms(model):
     return folded
 
 
-def _foldable_producer(layer):
-    if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+def _foldable_producer(layer, consumers, producers):
+    """The kernel layer whose output only `layer` (a batch norm) reads, or None.
+
+    Both are called once in the graph, and the kernel layer's output is used by
+    nothing else (no other layer, not an output of the model).
+    """
+    if not isinstance(layer, keras.layers.BatchNormalization):
         return None
-    inputs = layer._inbound_nodes[0].input_tensors
-    if len(inputs) != 1:
+    producer = graph.sole(producers.get(id(layer)))  # None if called twice
+    if not isinstance(producer, _FOLD_INTO) or len(producers.get(id(producer), ())) != 1:
         return None
-    producer = inputs[0]._keras_history.operation
-    if not isinstance(producer, _KERNEL_LAYERS) or len(producer._inbound_nodes) != 1:
+    if graph.sole(consumers.get(id(producer))) is not layer:
         return None
-    rank = len(inputs[0].shape)
+    rank = len(layer.input.shape)
     axis = layer.axis if isinstance(layer.axis, int) else None
     if axis is None or axis % rank != rank - 1:
         return None
     if getattr(producer, "data_format", "channels_last") != "channels_last":
         return None
     if producer.activation not in (None, keras.activations.linear):
-        return None
-    if len(producer._outbound_nodes) != 1:
         return None
     return producer
 

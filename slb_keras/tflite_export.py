@@ -34,9 +34,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from slb_keras import checks
 from slb_keras import export_report
 from slb_keras import files
+from slb_keras import graph
 from slb_keras import inference_model as inference_module
 from slb_keras import tflite_flatbuffer
 from slb_keras import value_sets
@@ -109,17 +109,17 @@ def _tflite_bytes(n, bits, slb):
 
 def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
     plans = [_plan(entry, arithmetic) for entry in kernels]
-    graph = _kernel_input_model(inference, plans)
-    specs = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in graph.inputs]
+    kernel_model = _kernel_input_model(inference, plans)
+    specs = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in kernel_model.inputs]
 
     # The Keras route to TFLite: a SavedModel written by ExportArchive (which
     # tracks the Keras variables, so the converter freezes them), then the
     # SavedModel converter.
     with tempfile.TemporaryDirectory() as directory:
         archive = keras.export.ExportArchive()
-        archive.track(graph)
+        archive.track(kernel_model)
         archive.add_endpoint(
-            "serve", lambda *args: graph(list(args), training=False), input_signature=specs
+            "serve", lambda *args: kernel_model(list(args), training=False), input_signature=specs
         )
         with _quiet_converter():
             archive.write_out(directory, verbose=False)
@@ -277,7 +277,7 @@ def _kernel_input_model(inference, plans):
         replaced[id(plan.entry.layer)] = functools.partial(
             apply, plan.entry.layer, plan.to_keras(kernel), plan, border
         )
-    outputs = _run_graph(inference, images, replaced)
+    outputs = graph.run_graph(inference, images, replaced)
     return keras.Model(images + fed + list(ones.values()), outputs, name=f"{inference.name}_kernel_inputs")
 
 
@@ -292,20 +292,6 @@ def _ones_maps(plans):
     return {
         _ones_key(plan, j): plan.ones for j, plan in enumerate(plans) if plan.border is not None
     }
-
-
-def _run_graph(model, inputs, replaced):
-    """`model`'s graph applied to `inputs`, with `replaced[id(layer)]` for those layers."""
-
-    def operation_fn(op):
-        if id(op) in replaced:
-            return lambda x, **kwargs: replaced[id(op)](x)
-        if checks.is_graph_model(op):
-            return lambda *args, **kwargs: _run_graph(op, list(args), replaced)
-        return op
-
-    # Keras's own graph walk (what Functional.call runs), with our operations.
-    return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
 def _apply_kernel(layer, kernel, plan, border, inputs):

@@ -379,6 +379,56 @@ def test_warns_about_sign_after_relu():
         slb_keras.quantize_model(small_cnn(), abits=2)
 
 
+def text_model():
+    """Embedding, LSTM, a TimeDistributed Dense and a PReLU: none has an SLB version."""
+    x = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(50, 8, name="embed")(x)
+    h = keras.layers.LSTM(8, return_sequences=True, name="lstm")(h)
+    h = keras.layers.TimeDistributed(keras.layers.Dense(8), name="per_step")(h)
+    h = keras.layers.PReLU(shared_axes=[1], name="prelu")(h)  # per-channel: not a matrix
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(8, name="hidden")(h)
+    return keras.Model(x, keras.layers.Dense(3, name="out")(h), name="text")
+
+
+def test_names_the_layers_with_weights_that_stay_float():
+    # Issue 15: an LSTM (or any layer without an SLB version) used to stay float
+    # without notice.
+    model = randomize(text_model())
+    with pytest.warns(UserWarning) as caught:
+        slb = slb_keras.quantize_model(model, wbits=2, skip_first_last=False)
+    messages = [str(w.message) for w in caught if "keeps these layers float" in str(w.message)]
+    assert len(messages) == 1, [str(w.message) for w in caught]
+    message = messages[0]
+    assert "'embed' (Embedding, 400 parameters)" in message
+    assert "'lstm' (LSTM, 544 parameters)" in message
+    assert "'per_step' (TimeDistributed, 72 parameters)" in message
+    assert "prelu" not in message and "norm" not in message  # per-channel weights only
+    assert "layer_config={'embed': None, 'lstm': None, 'per_step': None}" in message
+    # What stays float is float, with its weights; the Dense layers are SLB.
+    assert types(slb)[1:4] == ["Embedding", "LSTM", "TimeDistributed"]
+    for name in ("embed", "lstm", "per_step"):
+        for new, old in zip(slb.get_layer(name).get_weights(), model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(new, old)
+    rows = {row.name: row.wbits for row in slb_keras.summary(slb, print_fn=None).layers}
+    assert rows["embed"] == rows["lstm"] == rows["per_step"] == 32
+    assert rows["hidden"] == rows["out"] == 2
+    # The layer_config the message suggests (or a class name) keeps them float quietly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        slb_keras.quantize_model(
+            model, skip_first_last=False, layer_config={"embed": None, "lstm": None, "per_step": None}
+        )
+        slb_keras.quantize_model(
+            model, layer_config={"Embedding": None, "LSTM": None, "TimeDistributed": None}
+        )
+    # A model whose weights are all converted or kept float on purpose: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        slb_keras.quantize_model(small_cnn(), abits=2)
+
+
 @pytest.mark.slow
 def test_float_init_on_digits_reaches_the_float_accuracy_sooner_than_random():
     from benchmarks.quantize_digits import digits_experiment
