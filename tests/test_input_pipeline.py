@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 import input_pipeline as ip
 from slb_keras.datasets import load_digits
+import tiny_run
 from tfds_mock import write_tfds_metadata
 
 NUM_MOCK = 24  # examples in every mocked TFDS split
@@ -620,16 +621,7 @@ def test_docstring_examples(tmp_path, monkeypatch):
 
 def write_npz(path, **arrays):
     """A valid 4-class float .npz (40 train, 12 test 8x8 images), with `arrays` replaced."""
-    rng = np.random.default_rng(0)
-    values = dict(
-        x_train=rng.random((40, 8, 8), dtype=np.float32),
-        y_train=np.arange(40) % 4,
-        x_test=rng.random((12, 8, 8), dtype=np.float32),
-        y_test=np.arange(12) % 4,
-    )
-    values.update(arrays)
-    np.savez(path, **values)
-    return os.fspath(path)
+    return tiny_run.write_npz(path, num_train=40, num_test=12, **arrays)
 
 
 def refused(name):

@@ -6,7 +6,6 @@ command line; the others call `training.run` in this process (two logical CPUs, 
 conftest.py).
 """
 
-import hashlib
 import json
 import os
 import re
@@ -27,7 +26,7 @@ import slb_keras
 import train
 import training
 from slb_keras.datasets import load_digits
-from tiny_run import TINY, TINY_FLAGS, child_env
+from tiny_run import TINY, TINY_FLAGS, child_env, snapshot, write_npz
 from tfds_mock import write_tfds_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,17 +42,6 @@ def _train_py(args, env=None, **kwargs):
         timeout=300,
         **kwargs,
     )
-
-
-def _snapshot(directory):
-    """{relative path: sha256} of every file under `directory`."""
-    result = {}
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as file:
-                result[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
-    return result
 
 
 def _summary(model_dir):
@@ -222,11 +210,11 @@ def test_train_py_on_digits_end_to_end(tmp_path):
     np.testing.assert_allclose(tflite_logits, logits, rtol=1e-4, atol=1e-4)
     assert np.mean(np.argmax(tflite_logits, axis=1) == y_test) == pytest.approx(summary["test_accuracy"], abs=1e-6)
     # The same command again finds the completed run and changes nothing.
-    before = _snapshot(model_dir)
+    before = snapshot(model_dir)
     again = _train_py(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to do" in again.stdout
-    assert _snapshot(model_dir) == before
+    assert snapshot(model_dir) == before
 
 
 def test_validation_split_monitors_held_out_examples_and_tests_once(tmp_path):
@@ -368,14 +356,14 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("argv, expected", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_one_line_and_destroys_nothing(argv, expected, existing_run, capsys):
-    before = _snapshot(existing_run)
+    before = snapshot(existing_run)
     base = [*TINY_FLAGS, f"--model_dir={existing_run}"]
     status, err = _main(base + argv, capsys)
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train.py: error: "), err
     assert expected in lines[0]
-    assert _snapshot(existing_run) == before
+    assert snapshot(existing_run) == before
 
 
 def test_model_dir_problems_exit_2(existing_run, tmp_path, capsys):
@@ -390,10 +378,10 @@ def test_model_dir_problems_exit_2(existing_run, tmp_path, capsys):
         (f"--model_dir={foreign}", "holds no flags.json"),
     ]
     for flag, expected in cases:
-        before = _snapshot(tmp_path)
+        before = snapshot(tmp_path)
         status, err = _main([*TINY_FLAGS, flag], capsys)
         assert status == 2 and expected in err and len(err.strip().splitlines()) == 1, err
-        assert _snapshot(tmp_path) == before
+        assert snapshot(tmp_path) == before
 
 
 def test_unprepared_tfds_data_dir_says_how_to_supply_the_data(existing_run, tmp_path, capsys):
@@ -414,19 +402,6 @@ def test_batch_size_not_divisible_by_replicas(mirrored_strategy, tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def _write_npz(path, **arrays):
-    """A valid 4-class float .npz (64 train, 32 test 8x8 images), with `arrays` replaced."""
-    rng = np.random.default_rng(0)
-    values = dict(
-        x_train=rng.random((64, 8, 8), dtype=np.float32),
-        y_train=np.arange(64) % 4,
-        x_test=rng.random((32, 8, 8), dtype=np.float32),
-        y_test=np.arange(32) % 4,
-    )
-    values.update(arrays)
-    np.savez(path, **values)
-
-
 def _nan_images(count):
     images = np.random.default_rng(1).random((64, 8, 8), dtype=np.float32)
     images.reshape(-1)[:count] = np.nan
@@ -438,17 +413,17 @@ def _bad_file(content):
 
 
 BAD_DATA = [
-    ("nan", lambda path: _write_npz(path, x_train=_nan_images(3)), "data.npz: x_train holds 3 non-finite values"),
-    ("inf", lambda path: _write_npz(path, x_test=np.full((32, 8, 8), np.inf, np.float32)), "x_test holds 2048 non-finite"),
+    ("nan", lambda path: write_npz(path, x_train=_nan_images(3)), "data.npz: x_train holds 3 non-finite values"),
+    ("inf", lambda path: write_npz(path, x_test=np.full((32, 8, 8), np.inf, np.float32)), "x_test holds 2048 non-finite"),
     ("empty file", _bad_file(b""), "data.npz is not a readable .npz file (it is empty)"),
     ("random bytes", _bad_file(np.random.default_rng(0).bytes(999)), "data.npz is not a readable .npz file"),
     ("zip header only", _bad_file(b"PK\x03\x04" + bytes(40)), "data.npz is not a readable .npz file"),
-    ("one class", lambda path: _write_npz(path, y_train=np.zeros(64, int)), "every training label is 0"),
-    ("label 1e9", lambda path: _write_npz(path, y_train=np.r_[np.arange(63) % 4, 10**9]), "imply 1000000001 classes"),
-    ("negative label", lambda path: _write_npz(path, y_test=np.r_[np.arange(31) % 4, -3]), "negative label -3"),
-    ("float labels", lambda path: _write_npz(path, y_train=np.arange(64) % 4 * 1.0), "must be 64 non-negative integers"),
-    ("zero-size images", lambda path: _write_npz(path, x_train=np.zeros((64, 0, 8))), "zero-size side"),
-    ("2x2 images", lambda path: _write_npz(path, x_train=np.zeros((64, 2, 2)), x_test=np.zeros((32, 2, 2))),
+    ("one class", lambda path: write_npz(path, y_train=np.zeros(64, int)), "every training label is 0"),
+    ("label 1e9", lambda path: write_npz(path, y_train=np.r_[np.arange(63) % 4, 10**9]), "imply 1000000001 classes"),
+    ("negative label", lambda path: write_npz(path, y_test=np.r_[np.arange(31) % 4, -3]), "negative label -3"),
+    ("float labels", lambda path: write_npz(path, y_train=np.arange(64) % 4 * 1.0), "must be 64 non-negative integers"),
+    ("zero-size images", lambda path: write_npz(path, x_train=np.zeros((64, 0, 8))), "zero-size side"),
+    ("2x2 images", lambda path: write_npz(path, x_train=np.zeros((64, 2, 2)), x_test=np.zeros((32, 2, 2))),
      "its images are 2x2; the networks need at least 8x8: pass --image_size=8 or more"),
 ]
 
@@ -471,7 +446,7 @@ def test_train_py_refuses_nan_data_then_the_corrected_file_runs(tmp_path):
     path, model_dir = tmp_path / "data.npz", tmp_path / "run"
     flags = [f for f in TINY_FLAGS if not f.startswith("--dataset=")]
     args = [*flags, f"--dataset={path}", f"--model_dir={model_dir}"]
-    _write_npz(path, x_train=_nan_images(5))
+    write_npz(path, x_train=_nan_images(5))
     bad = _train_py(args)
     assert bad.returncode == 2, bad.stderr[-3000:]
     ours = [line for line in bad.stderr.splitlines() if not TF_STARTUP_LOG.match(line)]
@@ -480,7 +455,7 @@ def test_train_py_refuses_nan_data_then_the_corrected_file_runs(tmp_path):
         "infinity); replace or drop the images that hold them"
     ]
     assert not model_dir.exists()
-    _write_npz(path)  # the corrected data, same command
+    write_npz(path)  # the corrected data, same command
     good = _train_py(args)
     assert good.returncode == 0, good.stderr[-3000:]
     summary = _summary(model_dir)
@@ -494,7 +469,7 @@ TF_STARTUP_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before ab
 
 
 def test_command_line_errors_have_no_traceback(existing_run):
-    before = _snapshot(existing_run)
+    before = snapshot(existing_run)
     # A flag error is reported before TensorFlow is imported: stderr is exactly one line.
     result = _train_py(["--model=vgg16"])
     assert result.returncode == 2
@@ -508,7 +483,7 @@ def test_command_line_errors_have_no_traceback(existing_run):
         f"train.py: error: Invalid --model_dir={existing_run}: it holds a run made with --seed=0 "
         "(here 3); resume it with the same flags or choose another --model_dir."
     ]
-    assert _snapshot(existing_run) == before
+    assert snapshot(existing_run) == before
 
 
 # --- distribution ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ import tensorflow as tf
 import input_pipeline
 import train
 import training
-from tiny_run import TINY, TINY_FLAGS, child_env
+from tiny_run import TINY, TINY_FLAGS, child_env, snapshot, write_npz
 from training.guards import RunFailed, StopOnNonFinite, TrainingDiverged
 from training.lock import RunDirLock
 
@@ -47,17 +47,6 @@ def _popen(args):
 def _ours(stderr):
     """train.py's own lines of stderr (TensorFlow's startup log left out)."""
     return [line for line in stderr.splitlines() if not TF_STARTUP_LOG.match(line)]
-
-
-def _snapshot(directory):
-    """{relative path: file bytes} of every file under `directory`."""
-    result = {}
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as file:
-                result[os.path.relpath(path, directory)] = file.read()
-    return result
 
 
 def _main(argv, capsys):
@@ -88,18 +77,6 @@ def _history_lines(model_dir):
 
 def _no_temporaries(model_dir):
     return not [name for name in os.listdir(model_dir) if name.startswith((".tmp-", ".lock"))]
-
-
-def _write_npz(path, classes=4):
-    """A float .npz of `classes` classes: 64 train, 32 test 8x8 images."""
-    rng = np.random.default_rng(0)
-    np.savez(
-        path,
-        x_train=rng.random((64, 8, 8), dtype=np.float32),
-        y_train=np.arange(64) % classes,
-        x_test=rng.random((32, 8, 8), dtype=np.float32),
-        y_test=np.arange(32) % classes,
-    )
 
 
 # --- one run per model_dir ------------------------------------------------------------
@@ -255,10 +232,10 @@ def test_damaged_json_files_exit_2_with_one_line_and_change_nothing(name, file, 
     (model_dir / training.FLAGS_FILE).write_text(json.dumps(training.run_settings(config)))
     (model_dir / training.MODEL_FILE).write_bytes(b"the weights of the completed run")
     (model_dir / file).write_bytes(content)
-    before = _snapshot(model_dir)
+    before = snapshot(model_dir)
     status, _, err = _main([*TINY_FLAGS, f"--model_dir={model_dir}"], capsys)
     assert expected in _one_line(err, 2, status)
-    assert _snapshot(model_dir) == before
+    assert snapshot(model_dir) == before
 
 
 # --- failures of a valid run: one line, exit 1, the last good backup kept ---------------
@@ -370,13 +347,13 @@ def test_full_disk_at_the_final_save_exits_1_keeps_the_backup_and_resume_finishe
 
 def test_a_backup_that_no_longer_fits_the_data_exits_2_in_one_line(tmp_path, capsys, monkeypatch):
     data, model_dir = tmp_path / "data.npz", tmp_path / "run"
-    _write_npz(data, classes=4)
+    write_npz(data, classes=4)
     flags = [f for f in TINY_FLAGS if not f.startswith(("--dataset=", "--image_size="))]
     flags.append(f"--dataset={data}")
     status, err = _killed_at_save(model_dir, capsys, monkeypatch, flags)
     assert status == 1, err
-    _write_npz(data, classes=5)  # the data changed under the run
-    before = _snapshot(model_dir)
+    write_npz(data, classes=5)  # the data changed under the run
+    before = snapshot(model_dir)
     status, _, err = _main([*flags, f"--model_dir={model_dir}"], capsys)
     assert _one_line(err, 2, status) == (
         f"train.py: error: Invalid --model_dir={model_dir}: its backup in {model_dir}/backup does "
@@ -384,7 +361,7 @@ def test_a_backup_that_no_longer_fits_the_data_exits_2_in_one_line(tmp_path, cap
         "matches its backup (did --dataset's classes or images change?); restore the data or "
         "choose another --model_dir."
     )
-    assert _snapshot(model_dir) == before
+    assert snapshot(model_dir) == before
 
 
 @pytest.mark.slow
@@ -398,12 +375,12 @@ def test_unreadable_backup_files_fall_back_or_exit_2_in_one_line(tmp_path, capsy
     assert len(previous) == 2  # double_checkpoint: the weights and the epoch before
     for name in previous:
         (backup / name).unlink()
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     status, _, err = _main([*TINY_FLAGS, f"--model_dir={tmp_path}"], capsys)
     line = _one_line(err, 2, status)
     assert f"Invalid --model_dir={tmp_path}: its backup in {backup} is unreadable (" in line
     assert line.endswith("delete that directory to train from the start, or choose another --model_dir.")
-    assert _snapshot(tmp_path) == {k: v for k, v in before.items() if k != "backup/training_metadata.json"}
+    assert snapshot(tmp_path) == {k: v for k, v in before.items() if k != "backup/training_metadata.json"}
     for name, content in previous.items():  # with the previous backup, the run resumes from it
         (backup / name).write_bytes(content)
     status, out, err = _main([*TINY_FLAGS, f"--model_dir={tmp_path}"], capsys)

@@ -1,6 +1,13 @@
-"""The tiny training run of the train.py tests, and the environment of a train.py child process."""
+"""What the train.py and input-pipeline tests share.
 
+The tiny training run (its config and flags), the environment of a train.py
+child process, a small valid .npz data set, and a snapshot of a run directory.
+"""
+
+import hashlib
 import os
+
+import numpy as np
 
 # vgg_small at 1/16 width on 16x16 digits, 2 epochs of 2 steps: seconds per run.
 TINY = dict(
@@ -23,3 +30,32 @@ def child_env(**extra):
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
+
+
+def write_npz(path, num_train=64, num_test=32, classes=4, **arrays):
+    """A valid float .npz of 8x8 images (`classes` classes), with `arrays` replaced.
+
+    Returns `path` as a string. The same seed every time: equal arguments write
+    equal files.
+    """
+    rng = np.random.default_rng(0)
+    values = dict(
+        x_train=rng.random((num_train, 8, 8), dtype=np.float32),
+        y_train=np.arange(num_train) % classes,
+        x_test=rng.random((num_test, 8, 8), dtype=np.float32),
+        y_test=np.arange(num_test) % classes,
+    )
+    values.update(arrays)
+    np.savez(path, **values)
+    return os.fspath(path)
+
+
+def snapshot(directory):
+    """{relative path: sha256} of every file under `directory` (equal iff the files are)."""
+    result = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as file:
+                result[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
+    return result
