@@ -600,19 +600,10 @@ def test_training_order_ignores_global_seed_including_zero():
 
 
 def test_docstring_examples(tmp_path, monkeypatch):
-    # setup.cfg collects doctests under slb_keras/ and tests/ only; run every module of
-    # the input_pipeline package here, in a scratch directory (some examples write files).
-    import doctest
-    import importlib
-    import pkgutil
-
+    # Every module of the input_pipeline package, in a scratch directory (some examples
+    # write files).
     monkeypatch.chdir(tmp_path)
-    names = [ip.__name__] + [f"{ip.__name__}.{info.name}" for info in pkgutil.iter_modules(ip.__path__)]
-    attempted = {}
-    for name in names:
-        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0, name
-        attempted[name] = result.attempted
+    attempted = tiny_run.package_doctests(ip)
     assert all(attempted.values()), attempted  # every module has examples
 
 

@@ -26,7 +26,7 @@ import slb_keras
 import train
 import training
 from slb_keras.datasets import load_digits
-from tiny_run import TINY, TINY_FLAGS, child_env, snapshot, write_npz
+from tiny_run import TINY, TINY_FLAGS, child_env, package_doctests, snapshot, write_npz
 from tfds_mock import write_tfds_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -648,21 +648,10 @@ def test_mixed_precision_run_and_the_global_policy_is_restored(tmp_path):
 
 
 def test_docstring_examples(tmp_path, monkeypatch):
-    # setup.cfg collects doctests under slb_keras/ and tests/ only; run every module of
-    # the training package here, in a scratch directory (some examples write files).
-    import doctest
-    import importlib
-    import pkgutil
-
+    # Every module of the training package, in a scratch directory (some examples write
+    # files).
     monkeypatch.chdir(tmp_path)
-    names = [training.__name__] + [
-        f"{training.__name__}.{info.name}" for info in pkgutil.iter_modules(training.__path__)
-    ]
-    attempted = {}
-    for name in names:
-        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0, name
-        attempted[name] = result.attempted
+    attempted = package_doctests(training)
     assert all(attempted.values()), attempted  # every module has examples
 
 

@@ -1,11 +1,15 @@
 """What the train.py and input-pipeline tests share.
 
 The tiny training run (its config and flags), the environment of a train.py
-child process, a small valid .npz data set, and a snapshot of a run directory.
+child process, a small valid .npz data set, a snapshot of a run directory, and
+the doctests of a package's modules.
 """
 
+import doctest
 import hashlib
+import importlib
 import os
+import pkgutil
 
 import numpy as np
 
@@ -59,3 +63,21 @@ def snapshot(directory):
             with open(path, "rb") as file:
                 result[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
     return result
+
+
+def package_doctests(package):
+    """Runs the examples of `package` and of each of its modules; {module name: examples run}.
+
+    setup.cfg collects doctests under slb_keras/ and tests/ only, so the tests
+    of the other packages run theirs with this. Fails on the first module with
+    a failing example.
+    """
+    names = [package.__name__] + [
+        f"{package.__name__}.{info.name}" for info in pkgutil.iter_modules(package.__path__)
+    ]
+    attempted = {}
+    for name in names:
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
+        attempted[name] = result.attempted
+    return attempted
