@@ -29,6 +29,7 @@ from models.method import METHODS
 from models.method import Method
 from models.resnet_cifar import resnet20
 from models.resnet_imagenet import resnet18
+from slb_keras import checks
 from slb_keras.ste import STEConv2D
 from slb_keras.ste import STEDense
 from slb_keras.ste import dorefa_weight
@@ -86,7 +87,7 @@ def count_weights(model):
     4656512
     """
     total = quantized = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in checks.flatten_layers(model):
         if hasattr(layer, "kernel_logits"):
             size = math.prod(layer.kernel_logits.shape[:-1])
             quantized += size

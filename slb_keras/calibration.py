@@ -39,7 +39,7 @@ def state_bn_layers(model):
         raise ValueError(f"Invalid model={model!r}: expected a Keras model or layer.")
     return [
         layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
+        for layer in checks.flatten_layers(model, include_self=True)
         if isinstance(layer, normalization.StateBatchNormalization)
     ]
 

@@ -3,18 +3,20 @@
 Every bad argument raises a ValueError in one style,
 ``Invalid <name>=<value>: expected <what is allowed>.``
 
-This module is also the package's one home for private Keras: the only import
-of a private Keras name (`keras.src.models.functional.Functional`: Keras exports
-no class that tells a Functional model from a subclassed one) and the only
-reads of private Keras attributes that conversion and export need (a
-graph's nodes and edges, the layers nested in a layer, Functional's own graph
-walk: Keras 3 has no public API for them). Written against Keras 3.15; see
+This module is also the package's one home for private Keras: the only imports
+of private Keras names (`keras.src.models.functional.Functional`: Keras exports
+no class that tells a Functional model from a subclassed one;
+`keras.src.backend.common.global_state`: the list of variables a StatelessScope
+created and has not allocated) and the only reads of private Keras attributes
+that conversion and export need (a graph's nodes and edges, the layers nested
+in a layer, Functional's own graph walk: Keras 3 has no public API for them). Written against Keras 3.15; see
 "Private Keras" below before upgrading.
 """
 
 import numbers
 
 import keras
+from keras.src.backend.common import global_state
 from keras.src.models.functional import Functional
 
 # Keras layers with a weight kernel (the candidates for quantization and for
@@ -189,3 +191,31 @@ def run_through_graph(model, inputs, operation_fn):
     [[0.0, 2.0]]
     """
     return model._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+# Keras's list of the variables created in a `keras.StatelessScope` and not yet
+# allocated (keras/src/backend/common/variables.py, Keras 3.15): the next
+# StatelessScope to close allocates them, and no public API forgets them.
+_UNALLOCATED = "uninitialized_variables"
+
+
+def unallocated_variables():
+    """The variables Keras created in a StatelessScope and has not allocated yet.
+
+    Example:
+
+    >>> with keras.StatelessScope(initialize_variables=False):
+    ...     layer = keras.layers.Dense(3)
+    ...     layer.build((None, 2))
+    ...     created = unallocated_variables()
+    ...     set_unallocated_variables([])  # forget them: closing the scope allocates nothing
+    >>> len(created) >= 2, unallocated_variables()
+    (True, [])
+    """
+    return list(global_state.get_global_attribute(_UNALLOCATED, None) or [])
+
+
+def set_unallocated_variables(variables):
+    """Makes `variables` Keras's list of unallocated variables (see `unallocated_variables`)."""
+    global_state.set_global_attribute(_UNALLOCATED, list(variables))
+

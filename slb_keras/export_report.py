@@ -20,6 +20,7 @@ import os
 import keras
 import numpy as np
 
+from slb_keras import checks
 from slb_keras import value_sets
 
 # The TFLite converter's dynamic-range quantization leaves smaller weights float.
@@ -132,7 +133,7 @@ def size_report(path, fmt, inference, kernels, stored, float_bits=32):
     by_layer = {id(entry.layer): entry for entry in kernels}
     rows = []
     slb_params = 0
-    for layer in inference._flatten_layers(include_self=False, recursive=True):
+    for layer in checks.flatten_layers(inference):
         if not isinstance(getattr(layer, "kernel", None), keras.Variable):
             continue
         n = int(np.prod(layer.kernel.shape))

@@ -15,10 +15,10 @@ import keras
 from keras import ops
 
 from slb_keras.mixin import SLBLayerMixin
-from slb_keras.mixin import record_inputs
-from slb_keras.mixin import set_temperature
-from slb_keras.mixin import slb_layers
-from slb_keras.mixin import soft_inference
+from slb_keras.model_helpers import record_inputs
+from slb_keras.model_helpers import set_temperature
+from slb_keras.model_helpers import slb_layers
+from slb_keras.model_helpers import soft_inference
 
 
 @keras.saving.register_keras_serializable(package="slb_keras")

@@ -57,8 +57,7 @@ import zipfile
 
 import keras
 import numpy as np
-from keras.src.backend.common import global_state  # see _PENDING
-
+from slb_keras import checks
 from slb_keras import export_report
 from slb_keras import files
 from slb_keras import inference_model as inference_module
@@ -75,11 +74,6 @@ _ENCODINGS = ("raw", "codes")
 # Variables a rebuilt config may create besides its weights (e.g. a Dropout's
 # seed state: 2 values).
 _MAX_OTHER_VALUES = 2**16
-# Keras's list of the variables created in a StatelessScope and not yet
-# allocated (no public API forgets them: see `_build_model`).
-_PENDING = "uninitialized_variables"
-
-
 # -- bit packing -------------------------------------------------------------------
 
 
@@ -284,7 +278,7 @@ def _build_model(config, entries, bad):
     its kernel would need gigabytes no member holds) is refused before
     anything is allocated.
     """
-    pending = list(global_state.get_global_attribute(_PENDING, None) or [])
+    pending = checks.unallocated_variables()
     try:
         with keras.StatelessScope(initialize_variables=False):
             try:
@@ -292,14 +286,14 @@ def _build_model(config, entries, bad):
             except Exception as error:  # noqa: BLE001 - any config Keras refuses is bad input
                 raise bad(f"the model config does not load ({error})") from error
             created = [
-                v for v in global_state.get_global_attribute(_PENDING, None) or []
+                v for v in checks.unallocated_variables()
                 if not any(v is p for p in pending)
             ]
             _check_implied_weights(model, created, entries, bad)
     except BaseException:
         # Forget the unallocated variables, or the next StatelessScope to close
         # (any later symbolic call) would allocate them.
-        global_state.set_global_attribute(_PENDING, pending)
+        checks.set_unallocated_variables(pending)
         raise
     with keras.StatelessScope():  # closing it allocates the (now bounded) variables
         pass

@@ -22,6 +22,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from slb_keras import checks
 from slb_keras import layers as slb_layers_lib
 from slb_keras.normalization import StateBatchNormalization
 
@@ -216,7 +217,7 @@ def _roles(layer):
     Looks into sublayers too, so a wrapper holding SLB layers is counted right.
     """
     roles = {}
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
+    for sub in checks.flatten_layers(layer, include_self=True):
         if isinstance(sub, slb_layers_lib.SLBLayerMixin) and sub.built:
             roles[id(sub.kernel_logits)] = sub.wbits
             roles[id(sub.temperature)] = None

@@ -1,0 +1,161 @@
+"""Model-level helpers over the SLB layers of a model.
+
+`slb_layers` finds them (nested models included), `set_temperature` sets their tau,
+`soft_inference` makes inference use the soft kernels for a while, and `record_inputs`
+records the input each one receives (what calibration and the metrics need).
+"""
+
+import contextlib
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from slb_keras import checks
+from slb_keras.mixin import SLBLayerMixin
+
+def slb_layers(model):
+    """All SLB layers of `model` (or a layer), nested models included, in order.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> [type(l).__name__ for l in slb_layers(model)]
+    ['SLBDense']
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            f"Invalid model={model!r}: expected a Keras model or layer."
+        )
+    return [
+        layer
+        for layer in checks.flatten_layers(model, include_self=True)
+        if isinstance(layer, SLBLayerMixin)
+    ]
+
+
+def set_temperature(model, temperature):
+    """Sets tau on every SLB layer of `model` (nested models included).
+
+    Args:
+        model: a Keras model or layer.
+        temperature: tau, a finite number > 0: an int or float (numpy
+            scalars included) or a scalar tensor. A string such as "1" or a
+            bool is refused, not converted.
+
+    Returns:
+        The number of SLB layers updated.
+
+    Raises:
+        ValueError: if `temperature` is not a finite positive number.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> set_temperature(model, 10.0)
+    1
+    >>> float(model.layers[0].temperature.numpy())
+    10.0
+    >>> set_temperature(model, "1")
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid temperature='1': expected a finite number > 0 (an int, a float or a scalar tensor); got a str.
+    """
+    tau = _temperature_value(temperature)
+    layers = slb_layers(model)
+    for layer in layers:
+        if not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} is not built: build the model before setting "
+                "its temperature."
+            )
+        layer.temperature.assign(tau)
+    return len(layers)
+
+
+def _temperature_value(temperature):
+    """`temperature` as a float, or a ValueError naming it (strings and bools refused)."""
+    try:
+        array = np.asarray(ops.convert_to_numpy(temperature))
+    except (TypeError, ValueError):
+        array = None
+    kind = "" if array is None or array.ndim else array.dtype.kind
+    if kind not in ("i", "u", "f"):
+        received = type(temperature).__name__
+        if array is not None and array.ndim:
+            received += f" of shape {array.shape}"
+        raise ValueError(
+            f"Invalid temperature={temperature!r}: expected a finite number > 0 (an int, "
+            f"a float or a scalar tensor); got a {received}."
+        )
+    tau = float(array)
+    if not 0 < tau < math.inf:
+        raise ValueError(f"Invalid temperature={temperature!r}: expected a finite number > 0.")
+    return tau
+
+
+@contextlib.contextmanager
+def soft_inference(model):
+    """Makes every SLB layer of `model` use its soft kernel with `training=False`.
+
+    Inside the block, eager calls and functions traced inside it compute
+    W_soft with the current tau in inference mode (dropout off, batch norms
+    on their moving statistics); on exit each layer's `inference_kernel` is
+    restored.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> x = np.ones((1, 4), "float32")
+    >>> with soft_inference(model):
+    ...     soft = model(x)
+    >>> bool(np.allclose(soft, model(x, training=True)))
+    True
+    """
+    layers = slb_layers(model)
+    before = [layer.inference_kernel for layer in layers]
+    for layer in layers:
+        layer.inference_kernel = "soft"
+    try:
+        yield model
+    finally:
+        for layer, state in zip(layers, before):
+            layer.inference_kernel = state
+
+
+@contextlib.contextmanager
+def record_inputs(model):
+    """Records the first input each SLB layer of `model` receives in the block.
+
+    Yields a dict, filled when the block exits: layer name -> the first input
+    the layer received in an eager call inside the block (before its
+    `input_quantizer`: calling the layer on it repeats that call). Layers
+    not called are absent.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2, name="d")])
+    >>> with record_inputs(model) as inputs:
+    ...     _ = model(np.ones((3, 4), "float32"))
+    >>> tuple(inputs["d"].shape)
+    (3, 4)
+    """
+    records = [(layer, _FirstInput()) for layer in slb_layers(model)]
+    named = {}
+    for layer, record in records:
+        layer._input_record = record
+    try:
+        yield named
+    finally:
+        for layer, record in records:
+            layer._input_record = None
+            if record.value is not None:
+                named[layer.name] = record.value
+
+
+class _FirstInput:
+    """The first input an SLB layer receives while `record_inputs` is on."""
+
+    def __init__(self):
+        self.value = None
