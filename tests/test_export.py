@@ -16,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
 import slb_keras
+from litert_run import run_tflite
 from slb_keras import export
 from slb_keras import packed
 from slb_keras.datasets import load_digits
@@ -103,16 +104,6 @@ def digits():
     (_, _), (x_test, _) = load_digits(image_size=8, channels=1)
     noise = np.random.default_rng(1).normal(0.5, 1.0, size=(64, 8, 8, 1)).astype("float32")
     return x_test, noise
-
-
-def run_tflite(path, x):
-    interpreter = Interpreter(model_path=os.fspath(path))
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
 def threshold_margins(model, x):

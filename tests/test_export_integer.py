@@ -1,28 +1,22 @@
 """The integer route of export_tflite (sign inputs: hybrid int8 ops, exact) and export_lce."""
 
 import builtins
+import functools
 import os
 
 import keras
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
+import litert_run
 import models
 import slb_keras
 from slb_keras import files
 from slb_keras import tflite_export
 
 
-def run_tflite(path, x):
-    interpreter = Interpreter(model_path=os.fspath(path), num_threads=1)
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+run_tflite = functools.partial(litert_run.run_tflite, num_threads=1)
 
 
 def ops_and_kernel_readers(path):
