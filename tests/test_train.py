@@ -220,6 +220,8 @@ def test_train_py_on_digits_end_to_end(tmp_path):
 def test_validation_split_monitors_held_out_examples_and_tests_once(tmp_path):
     plain = training.run({**TINY, "model_dir": str(tmp_path / "plain")})  # the paper's protocol
     assert not any(key.startswith("val_") for row in plain["history"] for key in row)
+    header = (tmp_path / "plain" / training.HISTORY_FILE).read_text().splitlines()[0].split(",")
+    assert header[0] == "epoch" and "loss" in header and not [k for k in header if k.startswith("val_")]
     assert plain["split_sizes"] == {"train": 1438, "validation": 0, "test": 359}
     held = training.run({**TINY, "validation_split": 0.25, "model_dir": str(tmp_path / "held")})
     assert held["split_sizes"] == {"train": 1078, "validation": 360, "test": 359}

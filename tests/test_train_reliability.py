@@ -188,6 +188,24 @@ def test_history_with_a_stray_header_and_repeated_rows_is_read_and_rewritten(tmp
     assert path.read_bytes() == b""
 
 
+def test_history_rows_with_other_keys_stay_readable(tmp_path):
+    # A run resumed by a newer version: its first epochs logged val_* of the test split
+    # every epoch (the old protocol), the resumed ones log other keys and no val_*.
+    path = str(tmp_path / "history.csv")
+    training.run_dir.append_history(path, 0, {"loss": 2.5, "val_loss": 3.0, "val_accuracy": 0.1})
+    training.run_dir.append_history(path, 1, {"loss": 2.0, "val_loss": 2.9, "val_accuracy": 0.2})
+    training.run_dir.truncate_history(path, 1)  # the resume re-runs epoch 1
+    training.run_dir.append_history(path, 1, {"loss": 1.5, "temperature": 0.5, "slb_max_prob": 0.9})
+    training.run_dir.append_history(path, 2, {"loss": 1.0, "temperature": 0.7, "slb_max_prob": 0.95})
+    assert training.run_dir.read_history(path) == [
+        {"epoch": 0.0, "loss": 2.5, "val_loss": 3.0, "val_accuracy": 0.1},
+        {"epoch": 1.0, "loss": 1.5, "slb_max_prob": 0.9, "temperature": 0.5},
+        {"epoch": 2.0, "loss": 1.0, "slb_max_prob": 0.95, "temperature": 0.7},
+    ]
+    header = open(path).readline().strip().split(",")
+    assert header == ["epoch", "loss", "val_accuracy", "val_loss", "slb_max_prob", "temperature"]
+
+
 def test_a_run_over_a_broken_history_writes_one_header_and_one_row_per_epoch(tmp_path):
     config = training.resolve(training.Config(**{**TINY, "model_dir": str(tmp_path)}))
     (tmp_path / training.FLAGS_FILE).write_text(json.dumps(training.run_settings(config)))

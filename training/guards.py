@@ -56,7 +56,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
     raises too, and also checks the weights and the epoch's logs, since the last step of
     an epoch can make the weights NaN with a finite loss. Place it after the callbacks
     that change the model at an epoch's end (BN calibration) and before those that save
-    (CSVLogger, BackupAndRestore): the last good epoch stays the one backed up.
+    (the history row, BackupAndRestore): the last good epoch stays the one backed up.
 
     Example:
 

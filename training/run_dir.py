@@ -256,6 +256,39 @@ def read_history(path):
     ]
 
 
+def append_history(path, epoch, logs):
+    """Writes epoch `epoch`'s logs into history.csv (atomically, the whole file).
+
+    The header is the file's own, plus any key it lacks (sorted); a row without a
+    value for a column leaves it empty. So a run whose epochs log other keys (a run
+    resumed by a newer version, one with validation added) keeps every row readable,
+    and a run without validation gets no empty val_* columns (Keras's CSVLogger pads
+    them). A row of `epoch` already in the file is replaced.
+
+    Example:
+
+    >>> append_history("h.csv", 0, {"loss": 2.5, "val_loss": 3.0})
+    >>> append_history("h.csv", 1, {"loss": 2.0, "temperature": 0.5})
+    >>> print(open("h.csv").read().replace("\\r", ""), end="")
+    epoch,loss,val_loss,temperature
+    0,2.5,3.0,
+    1,2.0,,0.5
+    """
+    old_header, rows = _history_rows(path)
+    table = [dict(zip(old_header, fields)) for e, fields in rows.items() if e != epoch]
+    values = {"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}}
+    table = sorted([*table, values], key=lambda row: float(row["epoch"]))
+    header = old_header or ["epoch"]
+    header = header + sorted(key for key in values if key not in header)
+
+    def write(file):
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows([row.get(key, "") for key in header] for row in table)
+
+    _atomic_write(path, write)
+
+
 def truncate_history(path, epochs_done):
     """Rewrites history.csv (atomically) with its first header and the last row of each
     epoch below `epochs_done`: a resumed run appends the epochs it trains again once.

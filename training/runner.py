@@ -31,6 +31,7 @@ from training.run_dir import (
     MODEL_FILE,
     SUMMARY_FILE,
     TFLITE_FILE,
+    append_history,
     check_model_dir,
     create_model_dir,
     read_history,
@@ -276,7 +277,10 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         )
     callbacks.append(StopOnNonFinite())  # after BN calibration, before anything is saved
     if is_chief:
-        callbacks.append(keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=True))
+        history_path = os.path.join(model_dir, HISTORY_FILE)
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: append_history(history_path, epoch, logs)
+        ))
     callbacks.append(backup)
     if is_chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR)))
