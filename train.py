@@ -2,8 +2,10 @@
 
     python train.py --model=vgg_small --wbits=1 --abits=1 --dataset=digits --epochs=3
 
-Flags left unset take the model's recipe (SLB_SPEC section 5, `training.RECIPES`). Bad
-input prints one line `train.py: error: ...` and exits with status 2. See README.md.
+Flags left unset take the model's recipe (the authors' settings at their budget, a
+measured short-budget recipe below it: README, "Train the paper's networks";
+`training.RECIPES`). Bad input prints one line `train.py: error: ...` and exits with
+status 2. See README.md.
 """
 
 import contextlib
@@ -18,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 # --- flags -----------------------------------------------------------------------------
 
@@ -80,7 +83,11 @@ flags.DEFINE_float(
     "temperature_end_fraction", None, "tau stops growing here (default: 0.9; 0.6 for the short-budget schedule)."
 )
 flags.DEFINE_integer("hard_epochs", 0, "Final epochs trained with the hard weights, logits frozen (0: none).")
-flags.DEFINE_integer("bn_calibration_steps", None, "Batches per BN calibration, 0 = off (default: test set size).")
+flags.DEFINE_integer(
+    "bn_calibration_steps", None,
+    "Training batches per BN calibration, 0 = off (default: as many as the validation set has, "
+    "or the test set without one: the authors' choice).",
+)
 flags.DEFINE_bool("sbn", True, "State batch normalization after SLB layers (--nosbn: the ablation).")
 flags.DEFINE_bool("sync_bn", False, "Batch statistics over all replicas.")
 flags.DEFINE_string("model_dir", None, "Output directory (default: runs/<model>_<method>_w<w>a<a>_<data>).")
@@ -209,6 +216,8 @@ def _fail(message):
 
 
 def _parse_flags(argv):
+    if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):  # help is no error: status 0
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     try:
         return FLAGS(argv)
     except flags.Error as error:
@@ -218,6 +227,8 @@ def _parse_flags(argv):
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; every setting is a --flag")
+    if not FLAGS["verbosity"].present:  # absl turns its default to INFO after parsing:
+        logging.set_verbosity(logging.WARNING)  # no INFO lines of TF's exporter in the run
     # Imported here, so that a mistyped flag is reported before TensorFlow starts.
     with _quiet_tensorflow_start():
         import input_pipeline
@@ -228,7 +239,8 @@ def main(argv):
             config = training.resolve(training.config_from(FLAGS))
             print(training.describe(config))
             for name, value in sorted(training.run_settings(config).items()):
-                print(f"  --{name}={value}")
+                # lr_step_epochs has no flag: the recipe's (RECIPES) alone sets it
+                print(f"  --{name}={value}" if name in FLAGS else f"  {name}={value} (the recipe's; no flag)")
             return
         training.run(FLAGS)
     except (training.UsageError, input_pipeline.DatasetNotFoundError) as error:

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.holdout import holdout_indices, validation_size
+from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 from input_pipeline.validation import check_classes, check_images, check_labels, read_npz
 from slb_keras.datasets import load_digits
@@ -43,7 +43,7 @@ def npz_source(path, image_size, validation_split=0.0):
     >>> images, labels = np.zeros((8, 4, 4), np.uint8), np.arange(8) % 2
     >>> np.savez("tiny.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
     >>> npz_source("tiny.npz", None).info
-    DatasetInfo(num_classes=2, input_shape=(4, 4, 1), num_train=8, num_test=8, num_validation=0, channel_mean=(0.0,), channel_std=(0.001,))
+    DatasetInfo(num_classes=2, input_shape=(4, 4, 1), num_train=8, num_test=8, num_validation=0, channel_mean=(0.0,), channel_std=(0.255,))
     """
     if not tf.io.gfile.exists(path):
         raise DatasetNotFoundError(
@@ -69,6 +69,7 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation
     num_classes = check_classes(name, y_train, y_test)
     num_validation = validation_size(name, len(x_train), validation_split)
     train, held_out = holdout_indices(len(x_train), num_validation)
+    check_held_out_classes(name, y_train, train)
     x_validation, y_validation = x_train[held_out], y_train[held_out]
     x_train, y_train = x_train[train], y_train[train]
     mean, std = _channel_stats(x_train)
@@ -106,8 +107,10 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation
 
 
 def _channel_stats(images):
-    """Per-channel mean and std (at least 1e-3) of images in their stored units."""
+    """Per-channel mean and std of images in their stored units; the std is at least 1e-3
+    of the unit range (1 for floats, 255 for uint8), so a constant channel stays finite."""
+    floor = 1e-3 * (255.0 if images.dtype == np.uint8 else 1.0)
     channels = [images[..., c] for c in range(images.shape[-1])]
     mean = tuple(float(np.mean(c, dtype=np.float64)) for c in channels)
-    std = tuple(max(float(np.std(c, dtype=np.float64)), 1e-3) for c in channels)
+    std = tuple(max(float(np.std(c, dtype=np.float64)), floor) for c in channels)
     return mean, std

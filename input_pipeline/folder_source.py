@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.holdout import holdout_indices, validation_size
+from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
 from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, scaled
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 
@@ -63,6 +63,7 @@ def folder_source(path, image_size, validation_split=0.0):
     _check_image_files(path, [*train_files, *test_files])
     num_validation = validation_size(path, len(train_files), validation_split)
     train, held_out = holdout_indices(len(train_files), num_validation)
+    check_held_out_classes(path, train_labels, train)
     splits = {
         "train": (train_files[train], train_labels[train]),
         "validation": (train_files[held_out], train_labels[held_out]),

@@ -8,6 +8,7 @@ splits, whose records are stored shuffled, hold out their last examples.
 """
 
 import numpy as np
+from absl import logging
 
 from input_pipeline.source import DataError
 
@@ -34,6 +35,36 @@ def validation_size(name, num_train, validation_split):
             f"{num_train} training examples, leaving none to train on; use a smaller fraction"
         )
     return size
+
+
+def check_held_out_classes(name, labels, train_indices):
+    """Refuses a holdout that leaves one class to train on; warns when it takes a class's
+    every training example (a class with very few examples).
+
+    Raises:
+        DataError: the remaining training labels hold a single class.
+
+    Example:
+
+    >>> check_held_out_classes("data.npz", np.array([0, 1, 2]), np.array([0, 1]))  # warns: class 2
+    >>> try:
+    ...     check_held_out_classes("data.npz", np.array([0, 0, 1]), np.array([0, 1]))
+    ... except DataError as error:
+    ...     print(error)
+    data.npz: the validation split leaves only class 0 to train on; use a smaller validation_split
+    """
+    kept = set(labels[train_indices].tolist())
+    if len(kept) < 2:
+        raise DataError(
+            f"{name}: the validation split leaves only class {min(kept)} to train on; use a "
+            "smaller validation_split"
+        )
+    lost = sorted(set(labels.tolist()) - kept)
+    if lost:
+        logging.warning(
+            "%s: the validation split holds out every training example of class(es) %s; "
+            "they are never trained on (use a smaller validation_split)", name, lost,
+        )
 
 
 def holdout_indices(num_train, num_validation):

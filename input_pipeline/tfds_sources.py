@@ -31,9 +31,20 @@ IMAGENET_SHUFFLE_BUFFER = 10_000
 
 
 def _tfds_builder(name, data_dir):
-    """Returns the TFDS builder of prepared data, never touching the network."""
-    builder = tfds.builder(name, data_dir=data_dir)
-    if builder.is_prepared():
+    """Returns the TFDS builder of prepared data, never touching the network.
+
+    TFDS logs a warning for each version folder it finds without metadata while it looks
+    for the data; what matters to the caller is whether the data are prepared, which the
+    DatasetNotFoundError below says, so that search runs with absl's warnings off.
+    """
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
+    finally:
+        logging.set_verbosity(verbosity)
+    if prepared:
         return builder
     root = os.fspath(builder.data_dir_root)
     if name == "imagenet2012":
@@ -60,7 +71,7 @@ def _prepare_imagenet(builder, root):
             f"(registration needed) into {manual_dir} and run again (the first run "
             "converts them), or pass the --data_dir of a prepared copy"
         )
-    logging.info("Preparing imagenet2012 from %s; this runs once and takes hours.", manual_dir)
+    logging.warning("Preparing imagenet2012 from %s; this runs once and takes hours.", manual_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
     )

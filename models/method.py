@@ -10,7 +10,7 @@ A model file describes the architecture once; `Method` picks the layer classes:
 
 The first conv and the last dense layer are always full precision (`quantized=False`).
 
-Activations (SLB_SPEC section 4): the input of a quantized layer is quantized by its
+Activations (as in the paper): the input of a quantized layer is quantized by its
 `input_quantizer`: abits = 1 is the sign with a clipped STE ({-1, +1}); abits = 2..8 is
 DoReFa on [0, 1] (or PACT, a learned clip starting at `PACT_ALPHA_INIT`, with
 `activation_quantizer="pact"`); abits = 32 is no quantization. **Decision**: a ReLU precedes the quantizer except for 1-bit

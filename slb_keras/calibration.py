@@ -1,7 +1,7 @@
 """BN calibration: the hard-state statistics of the state batch norms.
 
 - `calibrate_bn`: sets the hard statistics of every `StateBatchNormalization`
-  layer from forward passes with hard weights (SLB_SPEC section 3), or the
+  layer from forward passes with hard weights, or the
   soft ones from passes with soft weights.
 - `soft_and_hard_outputs`: the model's outputs in the soft and in the hard
   state, both in inference mode.

@@ -36,7 +36,7 @@ class BNCalibration(keras.callbacks.Callback):
 
     Args:
         dataset: a `tf.data.Dataset` of training batches (see `calibrate_bn`).
-        steps: batches per calibration, an int >= 1 (SLB_SPEC: about the
+        steps: batches per calibration, an int >= 1 (the authors': about the
             size of the validation set), or None for the whole dataset.
         every_n_epochs: calibrate after every n-th epoch, an int >= 1.
 

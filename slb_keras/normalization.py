@@ -2,7 +2,7 @@
 
 An SLB network computes different activations with its soft weights
 (training) and its hard weights (inference), so a BN layer after an SLB layer
-needs statistics for each state (SLB_SPEC section 3).
+needs statistics for each state.
 `StateBatchNormalization` is `keras.layers.BatchNormalization` plus
 
 - `hard_moving_mean`, `hard_moving_variance`: the hard-state statistics, set

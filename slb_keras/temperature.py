@@ -1,4 +1,4 @@
-"""The SLB temperature schedule: `TemperatureScheduler` (SLB_SPEC section 2).
+"""The SLB temperature schedule: `TemperatureScheduler`.
 
 tau multiplies the logits (P = softmax(tau * A)) and grows during training,
 which turns the soft expected weight into the discrete one. Two forms:

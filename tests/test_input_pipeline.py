@@ -256,6 +256,26 @@ def test_validation_split_out_of_range(value):
         ip.get_dataset_info("digits", validation_split=value)
 
 
+def test_validation_split_that_takes_a_whole_class(tmp_path, caplog):
+    images = np.zeros((6, 4, 4), np.uint8)
+    path = os.fspath(tmp_path / "few.npz")
+    # holdout_indices(6, 3) keeps a fixed half: find a labelling that loses a class
+    keep, _ = ip.holdout.holdout_indices(6, 3)
+    labels = np.zeros(6, np.int64)
+    labels[keep[:2]] = 1  # classes 0 and 1 train; class 2 only among the held-out
+    held = sorted(set(range(6)) - set(keep.tolist()))
+    labels[held[0]] = 2
+    np.savez(path, x_train=images, y_train=labels, x_test=images[:3], y_test=[0, 1, 2])
+    with caplog.at_level("WARNING"):
+        ip.get_dataset_info(path, validation_split=0.5)
+    assert "holds out every training example of class(es) [2]" in caplog.text
+    labels[:] = 0
+    labels[held] = 1  # every example of class 1 held out: one class left to train on
+    np.savez(path, x_train=images, y_train=labels, x_test=images[:3], y_test=[0, 1, 0])
+    with pytest.raises(ip.DataError, match="leaves only class 0 to train on"):
+        ip.get_dataset_info(path, validation_split=0.5)
+
+
 def test_validation_split_that_leaves_nothing_to_train(tmp_path):
     path = write_indexed_npz(tmp_path / "data.npz", num_train=4)
     with pytest.raises(ip.DataError, match="validation_split=0.9 holds out 4 of its 4"):

@@ -15,7 +15,7 @@ T = 100
 
 
 def _expected(schedule, start, end, p):
-    """The schedule formulas of SLB_SPEC section 2, written independently."""
+    """The schedule formulas (the paper and the authors' README), written independently."""
     if schedule == "exp":
         return math.exp(math.log(start) + p * (math.log(end) - math.log(start)))
     if schedule == "cos":
@@ -226,7 +226,7 @@ def test_speed_form_reproduces_the_authors_sequence_exactly(speed, epochs, start
 
 
 def test_speed_form_final_values_of_the_recipes():
-    # SLB_SPEC section 5: 0.01 x 1.03^240 = 12, x 1.04^240 = 122, x 1.05^240 = 1.2e3.
+    # The authors' speeds: 0.01 x 1.03^240 = 12, x 1.04^240 = 122, x 1.05^240 = 1.2e3.
     for speed, final in ((1.03, 12.05), (1.04, 122.4), (1.05, 1217.4)):
         s = cb.TemperatureScheduler(speed=speed, start_fraction=0.3, end_fraction=0.9)
         assert s.final_temperature(total_steps=4000, steps_per_epoch=10) == pytest.approx(final, rel=1e-3)

@@ -62,7 +62,7 @@ def test_recipes_follow_the_spec():
     assert (vgg.dataset, vgg.optimizer, vgg.lr, vgg.weight_decay, vgg.batch_size, vgg.epochs) == (
         "cifar10", "sgd", 0.02, 5e-4, 100, 400
     )
-    # the authors' per-epoch speed form at their budget (SLB_SPEC section 5)
+    # the authors' per-epoch speed form at their budget (the authors' README)
     assert (vgg.temperature_start, vgg.temperature_speed, vgg.temperature_end) == (0.01, 1.03, None)
     assert (vgg.temperature_start_fraction, vgg.temperature_end_fraction) == (0.3, 0.9)
     assert (vgg.lr_schedule, vgg.weight_decay_mode, vgg.block, vgg.activation_quantizer) == (
@@ -82,7 +82,7 @@ def test_recipes_follow_the_spec():
     assert vgg.model_dir == os.path.join("runs", "vgg_small_slb_w1a1_cifar10")
 
 
-# The speeds of the authors' README (SLB_SPEC section 5), both CIFAR-10 networks.
+# The speeds of the authors' README (the authors' README), both CIFAR-10 networks.
 AUTHORS_SPEEDS = {
     (1, 1): 1.03, (1, 2): 1.03, (1, 4): 1.03, (1, 8): 1.03, (1, 32): 1.04,
     (2, 2): 1.04, (2, 4): 1.04, (2, 8): 1.04, (2, 32): 1.05,
@@ -171,7 +171,15 @@ def test_show_recipe_prints_the_resolved_settings_and_writes_nothing(tmp_path):
     assert lines[0].startswith("resnet20 (convprelubn blocks), slb W2/A32 (float inputs), cifar10, 400 epochs")
     assert "tau 0.01 x 1.05 per epoch over 40%-90% of training [the authors' recipe]" in lines[0]
     assert "  --temperature_speed=1.05" in lines and "  --weight_decay_mode=coupled" in lines
+    assert "  lr_step_epochs=[0.5, 0.75] (the recipe's; no flag)" in lines  # not shown as a flag
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_is_no_error(flag):
+    result = _train_py([flag])
+    assert result.returncode == 0, result.stderr
+    assert "--validation_split" in result.stdout and "SLB_SPEC" not in result.stdout
 
 
 # --- end to end -----------------------------------------------------------------------
@@ -351,8 +359,9 @@ BAD_INPUT = [
     (["--wbits=two"], "--wbits"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["positional"], "unexpected arguments"),
-    (["--epochs=5"], "--epochs=2 (here 5)"),  # existing_run was made with --epochs=2
-    (["--method=ste"], "--method=slb (here ste)"),
+    (["--epochs=5"], "--epochs=2 (here --epochs=5)"),  # existing_run was made with --epochs=2
+    (["--method=ste"], "--method=slb (here --method=ste)"),
+    (["--epochs=5", "--seed=1"], "made with --epochs=2 --seed=0 (here --epochs=5 --seed=1)"),  # every difference
 ]
 
 
@@ -483,7 +492,7 @@ def test_command_line_errors_have_no_traceback(existing_run):
     ours = [line for line in result.stderr.splitlines() if not TF_STARTUP_LOG.match(line)]
     assert ours == [
         f"train.py: error: Invalid --model_dir={existing_run}: it holds a run made with --seed=0 "
-        "(here 3); resume it with the same flags or choose another --model_dir."
+        "(here --seed=3); resume it with the same flags or choose another --model_dir."
     ]
     assert snapshot(existing_run) == before
 

@@ -47,7 +47,8 @@ class Config:
     the authors' per-epoch temperature speed at their budget, a measured short-budget
     schedule below it; `block`: the authors' network; `ste_clip`: latent weights clipped
     to [-1, 1] for 1-bit STE) or a value derived from the data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
-    about the size of the test set, used by method "slb" with `sbn` only; `model_dir`:
+    as many training batches as the validation set (without one, the test set) has, as the
+    authors did, used by method "slb" with `sbn` only; `model_dir`:
     runs/<model>_<method>_w<w>a<a>_<data>). `validation_split` = 0 is the paper's protocol
     (every training example trains; the test split is evaluated once, at the end).
 

@@ -1,6 +1,7 @@
 """Failures of a run that was correctly set up: `RunFailed` (train.py exits with status
-1, one line) and `StopOnNonFinite`, the callback that stops a diverging run before its
-bad epoch reaches the backup, history.csv or any saved file.
+1, one line), `write_failure` (the RunFailed of a full disk) and `StopOnNonFinite`, the
+callback that stops a diverging run before its bad epoch reaches the backup, history.csv
+or any saved file.
 
 Status 1, not 2: the flags and the data were valid (status 2 means "bad input, nothing
 was done"); the run itself failed, and its model_dir keeps what resume needs.
@@ -87,3 +88,32 @@ class StopOnNonFinite(keras.callbacks.Callback):
             values = np.asarray(keras.ops.convert_to_numpy(variable.value))
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                 raise TrainingDiverged(f"weight {variable.path}", "non-finite", epoch)
+
+
+def is_disk_error(message):
+    """Whether a TensorFlow error message says the disk is full (or a file too large).
+
+    Example:
+
+    >>> is_disk_error("... No space left on device ..."), is_disk_error("Not found")
+    (True, False)
+    """
+    return any(text in message for text in ("No space left", "File too large", "Disk quota"))
+
+
+def write_failure(model_dir, error):
+    """The RunFailed of an error writing (or reading) a file during the run.
+
+    Example:
+
+    >>> print(write_failure("runs/x", OSError(28, "No space left on device")))  # doctest: +ELLIPSIS
+    runs/x: a file could not be written or read (No space left on device). Nothing of the ...
+    """
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+    where = getattr(error, "filename", None)
+    return RunFailed(
+        f"{model_dir}: a file could not be written or read ({reason}"
+        + (f": {where}" if where else "")
+        + "). Nothing of the finished run was written over; its backup of the last "
+        "completed epoch is kept: free disk space and run the same command to resume."
+    )

@@ -1,4 +1,4 @@
-"""The paper's training recipes (SLB_SPEC section 5): the settings of each model.
+"""The paper's training recipes (the authors' README and rebuttal): the settings of each model.
 
 A `Config` field left `None` takes the value of its model's recipe (`config.resolve`).
 The static settings are in `RECIPES`; the temperature schedule depends on the bit

@@ -166,13 +166,15 @@ def check_model_dir(config, is_chief=True):
             settings = run_settings(config)
             # A setting the saved run lacks is one added since: the run had its default.
             saved = {**{k: v for k, v in _DEFAULT_SETTINGS.items() if k in settings}, **saved}
-            for name in [*settings, *(name for name in saved if name not in settings)]:  # flag order
-                if saved.get(name) != settings.get(name):
-                    raise UsageError(
-                        f"Invalid --model_dir={model_dir}: it holds a run made with "
-                        f"--{name}={saved.get(name)} (here {settings.get(name)}); resume it "
-                        "with the same flags or choose another --model_dir."
-                    )
+            names = [*settings, *(name for name in saved if name not in settings)]  # flag order
+            differ = [name for name in names if saved.get(name) != settings.get(name)]
+            if differ:
+                made = " ".join(f"--{name}={saved.get(name)}" for name in differ)
+                here = " ".join(f"--{name}={settings.get(name)}" for name in differ)
+                raise UsageError(
+                    f"Invalid --model_dir={model_dir}: it holds a run made with {made} (here "
+                    f"{here}); resume it with the same flags or choose another --model_dir."
+                )
             summary_path = os.path.join(model_dir, SUMMARY_FILE)
             return _read_json_of_run(config, SUMMARY_FILE) if os.path.exists(summary_path) else None
         own = [n for n in os.listdir(model_dir) if not n.startswith((LOCK_FILE, TEMPORARY_PREFIX))]

@@ -20,7 +20,7 @@ import slb_keras
 from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
 from training import backup as backup_lib
 from training import schedule
-from training.guards import RunFailed, StopOnNonFinite, TrainingDiverged
+from training.guards import StopOnNonFinite, TrainingDiverged, is_disk_error, write_failure
 from training.keras_fixes import multi_worker_fixes
 from training.lock import RunDirLock
 from training.optimization import make_optimizer
@@ -161,29 +161,13 @@ def _run_locked(config, strategy, info, steps_per_epoch, is_chief, task_id, data
             "--lr) choose a new --model_dir.",
         ) from None
     except OSError as error:
-        raise _write_failure(config.model_dir, error) from None
+        raise write_failure(config.model_dir, error) from None
     except tf.errors.OpError as error:
-        if not _is_disk_error(str(error)):
+        if not is_disk_error(str(error)):
             raise
-        raise _write_failure(config.model_dir, error) from None
+        raise write_failure(config.model_dir, error) from None
     finally:
         keras.config.set_dtype_policy(policy)
-
-
-def _is_disk_error(message):
-    return any(text in message for text in ("No space left", "File too large", "Disk quota"))
-
-
-def _write_failure(model_dir, error):
-    """The RunFailed of an error writing (or reading) a file during the run."""
-    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
-    where = getattr(error, "filename", None)
-    return RunFailed(
-        f"{model_dir}: a file could not be written or read ({reason}"
-        + (f": {where}" if where else "")
-        + "). Nothing of the finished run was written over; its backup of the last "
-        "completed epoch is kept: free disk space and run the same command to resume."
-    )
 
 
 def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override):
@@ -204,7 +188,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             sync_bn=config.sync_bn,
             ste_clip=config.method == "ste" and config.ste_clip,
             logits_init=config.logits_init,
-            input_normalization=(info.channel_mean, info.channel_std),
+            input_normalization=None if info.channel_mean is None else (info.channel_mean, info.channel_std),
         )
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
@@ -367,6 +351,9 @@ def _finish_completed(config, done, is_chief):
         print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
         return done
     model = keras.models.load_model(os.path.join(config.model_dir, MODEL_FILE))
+    if not any(layer.name == "input_norm" for layer in model.layers):
+        print(f"Note: {MODEL_FILE} predates the input normalization inside the model: its "
+              f"{TFLITE_FILE} expects normalized images, as its training did.", flush=True)
     # STE layers go out as the SLB layers of the same hard kernel (exact int8).
     exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
     slb_keras.export_tflite(exported, os.path.join(config.model_dir, TFLITE_FILE))

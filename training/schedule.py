@@ -28,7 +28,8 @@ def describe(config):
         inputs = f"{config.activation_quantizer}{config.abits} inputs"
     text = (
         f"{config.model} ({config.block} blocks), {config.method} W{config.wbits}/A{config.abits} "
-        f"({inputs}), {config.dataset}, {config.epochs} epochs, batch {config.batch_size}: "
+        f"({inputs}), {config.dataset}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
+        f"batch {config.batch_size}: "
         f"{config.optimizer} lr {config.lr:g} {config.lr_schedule}, weight decay "
         f"{config.weight_decay:g} ({config.weight_decay_mode})"
     )
