@@ -98,7 +98,10 @@ def to_inference_model(model, fold_batch_norm=False):
             not an output of the model) is folded into that layer's kernel and bias. Folding into a layer that
             came from an SLB layer makes its kernel W_h * gamma / sigma per output
             channel, which is no longer in the value set; `export_tflite` and
-            `export_packed` therefore never fold.
+            `export_packed` therefore never fold. Folding is exact up to float
+            rounding only: a value that sits exactly on a quantizer's threshold
+            (e.g. a 0 before a sign, common with untrained batch norms) can land
+            a rounding error below it and flip.
 
     Returns:
         A new `keras.Model` (Functional); the input model is not changed.
