@@ -192,21 +192,11 @@ class SLBLayerMixin:
         soft = training or self.inference_kernel == "soft"
         kernel = self.soft_kernel() if soft else self.hard_kernel()
         outputs = self.apply_kernel(inputs, ops.cast(kernel, self.compute_dtype))
-        return self._bias_and_activation(outputs)
+        return bias_and_activation(self, outputs)
 
     def apply_kernel(self, inputs, kernel):
         """The layer's linear op of `inputs` with `kernel` (no bias, no activation)."""
         raise NotImplementedError(f"{type(self).__name__} defines no apply_kernel.")
-
-    def _bias_and_activation(self, outputs):
-        if self.use_bias:
-            bias = self.bias
-            if getattr(self, "data_format", "channels_last") == "channels_first":
-                bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
-            outputs = ops.add(outputs, bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
 
     # -- what Keras must not do with a computed kernel ---------------------------
 
@@ -260,3 +250,25 @@ class SLBLayerMixin:
             "input_quantizer": quantizers.serialize(self.input_quantizer),
             "logits_initializer": keras.initializers.serialize(self.logits_initializer),
         }
+
+
+def bias_and_activation(layer, outputs):
+    """The shared tail of a Keras conv / dense `layer` after its linear op: bias, activation.
+
+    Also used by the TFLite export on the plain Keras layers of the inference model.
+
+    Example:
+
+    >>> layer = keras.layers.Dense(2, activation="relu", bias_initializer="ones")
+    >>> layer.build((None, 3))
+    >>> ops.convert_to_numpy(bias_and_activation(layer, ops.convert_to_tensor([[-2.0, 0.5]]))).tolist()
+    [[0.0, 1.5]]
+    """
+    if layer.use_bias:
+        bias = layer.bias
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
+            bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
+        outputs = ops.add(outputs, bias)
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs

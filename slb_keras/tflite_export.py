@@ -38,6 +38,7 @@ from slb_keras import export_report
 from slb_keras import files
 from slb_keras import graph
 from slb_keras import inference_model as inference_module
+from slb_keras.mixin import bias_and_activation
 from slb_keras import tflite_flatbuffer
 from slb_keras import value_sets
 
@@ -296,7 +297,7 @@ def _ones_maps(plans):
 
 def _apply_kernel(layer, kernel, plan, border, inputs):
     """What `layer` computes on `inputs`, with `kernel` in place of its own."""
-    return _tail(layer, _linear(layer, ops.cast(kernel, layer.compute_dtype), inputs))
+    return bias_and_activation(layer, _linear(layer, ops.cast(kernel, layer.compute_dtype), inputs))
 
 
 def _apply_integer(layer, kernel, plan, border, inputs):
@@ -322,7 +323,7 @@ def _apply_integer(layer, kernel, plan, border, inputs):
     m1 = 2**plan.entry.wbits - 1
     if m1 > 1:
         outputs = ops.multiply(outputs, np.float32(1.0 / m1))
-    return _tail(layer, outputs)
+    return bias_and_activation(layer, outputs)
 
 
 def _linear(layer, kernel, inputs, depthwise=True):
@@ -346,16 +347,6 @@ def _linear(layer, kernel, inputs, depthwise=True):
     )
 
 
-def _tail(layer, outputs):
-    """The layer's bias and activation."""
-    if layer.use_bias:
-        bias = layer.bias
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
-        outputs = ops.add(outputs, bias)
-    if layer.activation is not None:
-        outputs = layer.activation(outputs)
-    return outputs
 
 
 @contextlib.contextmanager
