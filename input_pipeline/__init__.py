@@ -75,7 +75,13 @@ Properties a training script can rely on:
 
 import functools
 
-from input_pipeline.checks import SPLITS, check_divisible, check_run_args, check_split
+from input_pipeline.checks import (
+    SPLITS,
+    check_divisible,
+    check_held_out,
+    check_run_args,
+    check_split,
+)
 from input_pipeline.pipeline import build
 from input_pipeline.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError
@@ -193,11 +199,7 @@ def build_dataset(
     check_split(split)
     check_run_args(global_batch_size, seed, initial_epoch, steps_per_epoch)
     source = resolve_source(name, data_dir, image_size, validation_split)
-    if split == "validation" and not source.info.num_validation:
-        raise ValueError(
-            "`split`='validation' needs a held-out part of the training split: pass "
-            f"`validation_split` > 0. Received: validation_split={validation_split!r}"
-        )
+    check_held_out("split", split, (split,), source.info.num_validation, validation_split)
     return build(
         source, split, global_batch_size, seed, initial_epoch, steps_per_epoch, input_context
     )
@@ -263,11 +265,7 @@ def make_datasets(
     for split in splits:
         check_split(split)
     source = resolve_source(name, data_dir, image_size, validation_split)
-    if "validation" in splits and not source.info.num_validation:
-        raise ValueError(
-            "`splits` holds 'validation', which needs a held-out part of the training "
-            f"split: pass `validation_split` > 0. Received: validation_split={validation_split!r}"
-        )
+    check_held_out("splits", splits, splits, source.info.num_validation, validation_split)
     return tuple(
         strategy.distribute_datasets_from_function(
             functools.partial(

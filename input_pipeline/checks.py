@@ -86,3 +86,21 @@ def check_validation_split(validation_split):
             "`validation_split` must be a number in [0, 1). "
             f"Received: validation_split={validation_split!r}"
         )
+
+
+def check_held_out(name, value, splits, num_validation, validation_split):
+    """Refuses a "validation" split when `validation_split` holds nothing out.
+
+    Example:
+
+    >>> check_held_out("split", "validation", ("validation",), 0, 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `split`='validation' needs a held-out part of the training split: pass `validation_split` > 0. Received: validation_split=0.0
+    """
+    if "validation" in splits and not num_validation:
+        raise ValueError(
+            f"`{name}`={value!r} needs a held-out part of the training split: pass "
+            f"`validation_split` > 0. Received: validation_split={validation_split!r}"
+        )
+
