@@ -282,17 +282,12 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         )
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)  # once, at the end
     summary = _make_summary(
-        config, model, strategy, steps_per_epoch, initial_epoch, timer.seconds, test_loss, test_accuracy
+        config, model, strategy, info, steps_per_epoch, initial_epoch, timer.seconds, test_loss, test_accuracy
     )
-    summary["split_sizes"] = {
-        "train": info.num_train, "validation": info.num_validation, "test": info.num_test
-    }
     if is_chief:
         save_model(model, os.path.join(model_dir, MODEL_FILE))
         if config.export:
-            # STE layers go out as the SLB layers of the same hard kernel (exact int8).
-            exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
-            slb_keras.export_tflite(exported, os.path.join(model_dir, TFLITE_FILE))
+            _export_tflite(config, model)
             summary["tflite_file"] = TFLITE_FILE
         summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))
         write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
@@ -340,6 +335,13 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
     return callbacks
 
 
+def _export_tflite(config, model):
+    """Writes the run's model.tflite; STE layers go out as the SLB layers of the same hard
+    kernel (exact int8)."""
+    exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
+    slb_keras.export_tflite(exported, os.path.join(config.model_dir, TFLITE_FILE))
+
+
 def _needs_export(config, is_chief):
     """Whether --export asks for a model.tflite that a completed run does not have yet."""
     return is_chief and config.export and not os.path.exists(os.path.join(config.model_dir, TFLITE_FILE))
@@ -354,9 +356,7 @@ def _finish_completed(config, done, is_chief):
     if not any(layer.name == "input_norm" for layer in model.layers):
         print(f"Note: {MODEL_FILE} predates the input normalization inside the model: its "
               f"{TFLITE_FILE} expects normalized images, as its training did.", flush=True)
-    # STE layers go out as the SLB layers of the same hard kernel (exact int8).
-    exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
-    slb_keras.export_tflite(exported, os.path.join(config.model_dir, TFLITE_FILE))
+    _export_tflite(config, model)
     done = {**done, "tflite_file": TFLITE_FILE}
     write_json(os.path.join(config.model_dir, SUMMARY_FILE), done)
     print(f"{config.model_dir} holds this completed run: wrote {TFLITE_FILE}.", flush=True)
@@ -364,14 +364,16 @@ def _finish_completed(config, done, is_chief):
 
 
 def _make_summary(
-    config, model, strategy, steps_per_epoch, initial_epoch, epoch_seconds, test_loss, test_accuracy
+    config, model, strategy, info, steps_per_epoch, initial_epoch, epoch_seconds, test_loss, test_accuracy
 ):
-    """The run's summary: config, the recipe's derived values, final hard test accuracy, timing."""
+    """The run's summary: config, the recipe's derived values, final hard test accuracy,
+    split sizes, timing."""
     return {
         "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},
         "recipe": schedule.recipe_record(config, steps_per_epoch),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
+        "split_sizes": {"train": info.num_train, "validation": info.num_validation, "test": info.num_test},
         "resumed_from_epoch": initial_epoch,
         "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
         "epoch_seconds": list(epoch_seconds),
