@@ -84,10 +84,11 @@ def _network(args):
 
 def _images(args, shape, model):
     if args.dataset == "digits":
+        from models import method as method_lib
         from slb_keras.datasets import load_digits
 
         (x_train, _), (x_test, _) = load_digits(image_size=shape[0], channels=shape[-1])
-        if any(layer.name == "input_norm" for layer in model.layers):
+        if method_lib.normalizes_input(model):
             return x_test[: args.images] if args.images else x_test  # the model normalizes
         # A model without its normalization (built here, or by train.py before it had one):
         # the training-set channel mean / std.

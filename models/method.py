@@ -204,6 +204,21 @@ def validate_input_shape(input_shape, min_size):
     return shape
 
 
+INPUT_NORM = "input_norm"  # the name of a model's input normalization layer
+
+
+def normalizes_input(model):
+    """Whether `model` has the input normalization layer of `model_input` (built since then).
+
+    Example:
+
+    >>> inputs, x = model_input((8, 8, 1), ([0.5], [0.25]))
+    >>> normalizes_input(keras.Model(inputs, x)), normalizes_input(keras.Model(inputs, inputs))
+    (True, False)
+    """
+    return any(layer.name == INPUT_NORM for layer in model.layers)
+
+
 def model_input(input_shape, input_normalization):
     """The model's `keras.Input` and the tensor the first conv takes.
 
@@ -228,7 +243,7 @@ def model_input(input_shape, input_normalization):
         return inputs, inputs
     mean, std = _validate_normalization(input_normalization, input_shape[-1])
     normalize = keras.layers.Normalization(
-        mean=mean, variance=[s * s for s in std], name="input_norm", dtype="float32"
+        mean=mean, variance=[s * s for s in std], name=INPUT_NORM, dtype="float32"
     )
     return inputs, normalize(inputs)
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 import input_pipeline
 import models
 import slb_keras
+from models import method as method_lib
 from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
 from training import backup as backup_lib
 from training import schedule
@@ -353,7 +354,7 @@ def _finish_completed(config, done, is_chief):
         print(f"{config.model_dir} holds this completed run: nothing to do.", flush=True)
         return done
     model = keras.models.load_model(os.path.join(config.model_dir, MODEL_FILE))
-    if not any(layer.name == "input_norm" for layer in model.layers):
+    if not method_lib.normalizes_input(model):
         print(f"Note: {MODEL_FILE} predates the input normalization inside the model: its "
               f"{TFLITE_FILE} expects normalized images, as its training did.", flush=True)
     _export_tflite(config, model)
