@@ -53,6 +53,11 @@ flags.DEFINE_float(
     "Fraction of the training split held out to monitor val_* every epoch (default 0: the "
     "paper's protocol, all of it trains); the test split is evaluated once, at the end.",
 )
+flags.DEFINE_bool(
+    "augment", None,
+    "Augment the training images: pad-crop + flip (imagenet2012: random-resized crop + flip). "
+    "Default: on for cifar10, imagenet2012 and image folders, off for digits and .npz.",
+)
 flags.DEFINE_float("width_multiplier", 1.0, "Scales every conv's filters (quick experiments).")
 flags.DEFINE_integer("epochs", None, f"Training epochs ({RECIPE}).")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).")

@@ -24,7 +24,11 @@ Sources (`name`):
   .jpg, .png) are listed as paths and decoded after shuffling and sharding, resized to
   `image_size` (32).
 
-digits and .npz sets are not augmented (a flip would change a digit).
+- image folders: train as cifar10 (a random crop of the image padded by 1/8 of its side
+  + random horizontal flip); the images are decoded once and kept in memory when they fit.
+
+digits and .npz sets are not augmented unless `augment=True` (a flip would change a
+digit); `augment=False` turns the augmentation of the others off.
 
 Images come out in the source's own units, as float32: 0..255 for cifar10, imagenet2012
 and image files, the stored values for digits (0..1) and .npz files. Normalization is
@@ -105,7 +109,7 @@ __all__ = [
 ]
 
 
-def get_dataset_info(name, data_dir=None, image_size=None, validation_split=0.0):
+def get_dataset_info(name, data_dir=None, image_size=None, validation_split=0.0, augment=None):
     """Returns the classes, input shape and split sizes of a data set.
 
     Checks that the data can be read, so a training script can call it first and fail
@@ -120,6 +124,7 @@ def get_dataset_info(name, data_dir=None, image_size=None, validation_split=0.0)
             imagenet2012, the stored height and width for .npz files, 32 otherwise.
         validation_split: fraction of the training split held out for validation, in
             [0, 1); `num_train` counts the rest.
+        augment: as in `build_dataset` (checked here; the sizes do not depend on it).
 
     Returns:
         A `DatasetInfo`.
@@ -136,7 +141,7 @@ def get_dataset_info(name, data_dir=None, image_size=None, validation_split=0.0)
     >>> info.num_classes, info.input_shape, info.num_train, info.num_validation, info.num_test
     (10, (16, 16, 3), 1294, 144, 359)
     """
-    return resolve_source(name, data_dir, image_size, validation_split).info
+    return resolve_source(name, data_dir, image_size, validation_split, augment).info
 
 
 
@@ -152,6 +157,7 @@ def build_dataset(
     initial_epoch=0,
     steps_per_epoch=None,
     validation_split=0.0,
+    augment=None,
 ):
     """Returns the `tf.data` pipeline of one input worker, batched per replica.
 
@@ -178,6 +184,9 @@ def build_dataset(
             `fit` so data epochs and Keras epochs coincide.
         validation_split: fraction of the training split held out, in [0, 1), as in
             `get_dataset_info`; pass the same value for every split of one run.
+        augment: whether the training split is augmented (pad-crop and flip;
+            imagenet2012: random-resized crop and flip); None: the data set's default
+            (on for cifar10, imagenet2012 and image folders, off for digits and .npz).
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: float32 `(batch, h, w, c)` in the
@@ -198,7 +207,7 @@ def build_dataset(
     """
     check_split(split)
     check_run_args(global_batch_size, seed, initial_epoch, steps_per_epoch)
-    source = resolve_source(name, data_dir, image_size, validation_split)
+    source = resolve_source(name, data_dir, image_size, validation_split, augment)
     check_held_out("split", split, (split,), source.info.num_validation, validation_split)
     return build(
         source, split, global_batch_size, seed, initial_epoch, steps_per_epoch, input_context
@@ -218,6 +227,7 @@ def make_datasets(
     steps_per_epoch=None,
     validation_split=0.0,
     splits=("train", "test"),
+    augment=None,
 ):
     """Returns the splits of a data set (train and test), distributed over `strategy`.
 
@@ -239,6 +249,7 @@ def make_datasets(
         validation_split: fraction of the training split held out, as in `build_dataset`.
         splits: the splits to return, in this order (`"validation"` needs
             `validation_split` > 0).
+        augment: as in `build_dataset`.
 
     Returns:
         A tuple of `tf.distribute.DistributedDataset`s of `(images, labels)`, one per
@@ -264,7 +275,7 @@ def make_datasets(
         raise ValueError(f"`splits` must be a non-empty tuple of split names. Received: splits={splits!r}")
     for split in splits:
         check_split(split)
-    source = resolve_source(name, data_dir, image_size, validation_split)
+    source = resolve_source(name, data_dir, image_size, validation_split, augment)
     check_held_out("splits", splits, splits, source.info.num_validation, validation_split)
     return tuple(
         strategy.distribute_datasets_from_function(

@@ -2,7 +2,8 @@
 
 An .npz file holds `x_train`, `y_train`, `x_test`, `y_test`: images `(n, h, w)` or
 `(n, h, w, c)`, uint8 0..255 or float; integer labels. The images keep their stored
-values (as float32) and are not augmented (a flip would change a digit); their channel
+values (as float32) and are not augmented unless asked (`augment=True`: pad-crop and flip,
+`preprocessing.pad_crop_flip`; off by default, as a flip would change a digit); their channel
 mean / std over the training examples go to `DatasetInfo` for the model's input
 normalization.
 """
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
+from input_pipeline.preprocessing import pad_crop_flip
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 from input_pipeline.validation import check_classes, check_images, check_labels, read_npz
 from slb_keras.datasets import load_digits
@@ -20,7 +22,7 @@ from slb_keras.datasets import load_digits
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def digits_source(image_size, validation_split=0.0):
+def digits_source(image_size, validation_split=0.0, augment=False):
     """The `Source` of the packaged digits (`slb_keras.datasets.load_digits`), offline.
 
     Example:
@@ -31,10 +33,10 @@ def digits_source(image_size, validation_split=0.0):
     (10, (16, 16, 3), 1294, 359, 144)
     """
     (x_train, y_train), (x_test, y_test) = load_digits(image_size=image_size)
-    return _array_source("digits", x_train, y_train, x_test, y_test, image_size, validation_split)
+    return _array_source("digits", x_train, y_train, x_test, y_test, image_size, validation_split, augment)
 
 
-def npz_source(path, image_size, validation_split=0.0):
+def npz_source(path, image_size, validation_split=0.0, augment=False):
     """The `Source` of an .npz file holding `NPZ_KEYS`, its arrays checked (`validation`).
 
     Example:
@@ -61,10 +63,10 @@ def npz_source(path, image_size, validation_split=0.0):
             f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
             f"{x_test.shape[1:]}; both splits must hold images of one shape"
         )
-    return _array_source(path, x_train, y_train, x_test, y_test, image_size, validation_split)
+    return _array_source(path, x_train, y_train, x_test, y_test, image_size, validation_split, augment)
 
 
-def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation_split):
+def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation_split, augment):
     """In-memory images (uint8 0..255 or float) as float32, with their channel statistics."""
     num_classes = check_classes(name, y_train, y_test)
     num_validation = validation_size(name, len(x_train), validation_split)
@@ -79,9 +81,11 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation
     else:
         resize = tf.identity
 
-    def preprocess(image, seed=None):
-        del seed  # not augmented
+    def preprocess(image):
         return resize(tf.cast(image, tf.float32))
+
+    def train_preprocess(image, seed):
+        return pad_crop_flip(preprocess(image), seed) if augment else preprocess(image)
 
     splits = {
         "train": (x_train, y_train),
@@ -99,7 +103,7 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation
             channel_std=std,
         ),
         load=lambda split, seed: tf.data.Dataset.from_tensor_slices(splits[split]),
-        train_fn=preprocess,
+        train_fn=train_preprocess,
         test_fn=preprocess,
         cache=False,
         shuffle_buffer=len(x_train),

@@ -3,8 +3,15 @@
 Either `train/` plus `test/` (or `val/`, `validation/`), each holding one folder per
 class, or the class folders directly, in which case every 5th image in sorted order
 (20% of each class) is the test set. Files (.bmp, .gif, .jpeg, .jpg, .png) are decoded
-as RGB 0..255 and resized to `image_size` (32); the model normalizes them by the
-ImageNet channel mean / std (`DatasetInfo.channel_mean`).
+as RGB 0..255, resized to `image_size` (32) and rounded to uint8; the model normalizes
+them by the ImageNet channel mean / std (`DatasetInfo.channel_mean`).
+
+Each image is decoded once per run when the decoded images fit in memory (at most
+`FOLDER_CACHE_FRACTION` of the machine's memory: CIFAR-10's 50,000 32x32 images take
+154 MB), and per epoch, after shuffling and sharding, otherwise. Training images are
+augmented on the fly, as the paper's CIFAR-10 runs: a random crop of the image padded by
+1/8 of its side and a random horizontal flip (`preprocessing.pad_crop_flip`), unless
+`augment=False`.
 
 Before anything is decoded, every file's first bytes are checked (an empty or non-image
 file is refused with its name), and a single class folder is refused.
@@ -17,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
-from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, scaled
+from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, pad_crop_flip, scaled
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 
 FOLDER_IMAGE_SIZE = 32
@@ -26,10 +33,13 @@ FOLDER_TEST_NAMES = ("test", "val", "validation")
 FOLDER_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # The first bytes of the files tf.io.decode_image reads: PNG, JPEG, GIF, BMP.
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+FOLDER_CACHE_FRACTION = 0.25  # of the machine's memory, for the decoded uint8 images
 
 
-def folder_source(path, image_size, validation_split=0.0):
-    """Class folders, read as (path, label) pairs and decoded after shuffling and sharding.
+def folder_source(path, image_size, validation_split=0.0, augment=True):
+    """Class folders: (image, label) pairs, decoded once and kept in memory when they fit.
+
+    `augment`: random pad-crop and flip of the training images (`pad_crop_flip`).
 
     Example:
 
@@ -70,6 +80,19 @@ def folder_source(path, image_size, validation_split=0.0):
         "test": (test_files, test_labels),
     }
     read = functools.partial(_read_image_file, image_size=image_size)
+    cache = _fits_in_memory(len(train_files) + len(test_files), image_size)
+    if cache:  # decoded once; `load` gives uint8 images
+        load = lambda split, seed: tf.data.Dataset.from_tensor_slices(splits[split]).map(
+            lambda file, label: (read(file), label), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        decode = lambda image: image
+    else:  # file names; decoded after shuffling and sharding, every epoch
+        load = lambda split, seed: tf.data.Dataset.from_tensor_slices(splits[split])
+        decode = read
+    if augment:
+        train_fn = lambda image, seed: pad_crop_flip(decode(image), seed)
+    else:
+        train_fn = lambda image, seed: tf.cast(decode(image), tf.float32)
     return Source(
         info=DatasetInfo(
             num_classes=len(class_names),
@@ -80,12 +103,22 @@ def folder_source(path, image_size, validation_split=0.0):
             channel_mean=scaled(IMAGENET_MEAN),
             channel_std=scaled(IMAGENET_STD),
         ),
-        load=lambda split, seed: tf.data.Dataset.from_tensor_slices(splits[split]),
-        train_fn=lambda file, seed: read(file),
-        test_fn=read,
-        cache=False,
+        load=load,
+        train_fn=train_fn,
+        test_fn=lambda image: tf.cast(decode(image), tf.float32),
+        cache=cache,
         shuffle_buffer=len(train_files) - num_validation,
     )
+
+
+def _fits_in_memory(num_images, image_size):
+    """Whether `num_images` decoded uint8 RGB images take at most FOLDER_CACHE_FRACTION of
+    the machine's memory (unknown memory: assume 4 GB)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        memory = 4 << 30
+    return num_images * image_size * image_size * 3 <= FOLDER_CACHE_FRACTION * memory
 
 
 def _test_folder(path):
@@ -150,6 +183,8 @@ def _check_image_files(path, files):
 
 
 def _read_image_file(file, image_size):
-    """Reads, decodes (as RGB) and resizes one image file: float32 0..255."""
+    """Reads, decodes (as RGB) and resizes one image file: uint8 (resized values rounded)."""
     image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-    return tf.image.resize(image, (image_size, image_size))
+    image.set_shape((None, None, 3))
+    resized = tf.image.resize(image, (image_size, image_size))
+    return tf.ensure_shape(tf.saturate_cast(tf.round(resized), tf.uint8), (image_size, image_size, 3))

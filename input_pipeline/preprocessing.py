@@ -1,6 +1,7 @@
 """Per-image preprocessing: resizing and the seeded augmentations, in the source's units.
 
-cifar10: pad 4 + random 32x32 crop + random horizontal flip (train). imagenet2012:
+cifar10 and image folders: pad 1/8 of the side (4 at 32x32) + random crop back to the
+image's size + random horizontal flip (train; `pad_crop_flip`). imagenet2012:
 random-resized crop (area 8%-100%, aspect 3/4-4/3) + flip (train), the centre square of
 side 224/256 of the shorter side (test), decoding only the crop. Every random choice is
 seeded by a `[key, position]` pair (see `pipeline`).
@@ -15,7 +16,6 @@ import tensorflow as tf
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CIFAR10_PAD = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CENTRE_FRACTION = 224 / 256
@@ -50,6 +50,28 @@ def resize(image, image_size):
     return tf.image.resize(image, (image_size, image_size))
 
 
+def pad_crop_flip(image, seed):
+    """A seeded random crop of the zero-padded image (pad: 1/8 of each side, 4 at 32) and a
+    random horizontal flip, at the image's own size; float32 in the image's units.
+
+    The augmentation of the paper's CIFAR-10 runs (and of image folders): the crop
+    shifts the image by up to 1/8 of its side in each direction.
+
+    Example:
+
+    >>> image = tf.zeros((4, 4, 1), tf.uint8)
+    >>> pad_crop_flip(image, tf.constant([1, 2], tf.int64)).shape
+    TensorShape([4, 4, 1])
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = tf.cast(image, tf.float32)
+    height, width, channels = image.shape
+    pad_h, pad_w = max(1, round(height / 8)), max(1, round(width / 8))
+    image = tf.pad(image, [[pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+    image = tf.image.stateless_random_crop(image, (height, width, channels), crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
 def cifar10_train(image, seed, image_size):
     """A seeded padded crop and flip of a uint8 CIFAR-10 image, resized, float32 0..255.
 
@@ -59,12 +81,7 @@ def cifar10_train(image, seed, image_size):
     >>> cifar10_train(image, tf.constant([1, 2], tf.int64), image_size=32).shape
     TensorShape([32, 32, 3])
     """
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = tf.cast(image, tf.float32)
-    image = tf.pad(image, [[CIFAR10_PAD, CIFAR10_PAD], [CIFAR10_PAD, CIFAR10_PAD], [0, 0]])
-    image = tf.image.stateless_random_crop(image, (32, 32, 3), crop_seed)
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return resize(image, image_size)
+    return resize(pad_crop_flip(tf.ensure_shape(image, (32, 32, 3)), seed), image_size)
 
 
 def cifar10_test(image, image_size):

@@ -15,8 +15,11 @@ DATASETS = ("cifar10", "imagenet2012", "digits")
 DEFAULT_IMAGE_SIZE = MappingProxyType({"cifar10": 32, "imagenet2012": 224, "digits": 32})
 
 
-def resolve_source(name, data_dir, image_size, validation_split=0.0):
+def resolve_source(name, data_dir, image_size, validation_split=0.0, augment=None):
     """The `Source` of data set `name` (see the package docstring), its data checked.
+
+    `augment`: None for the data set's default (on for cifar10,
+    imagenet2012 and image folders, off for digits and .npz files), True or False.
 
     Raises:
         DatasetNotFoundError: the data are missing (the message says how to supply them).
@@ -36,17 +39,19 @@ def resolve_source(name, data_dir, image_size, validation_split=0.0):
     if image_size is not None:
         check_int("image_size", image_size, low=1)
     check_validation_split(validation_split)
+    if augment is not None and not isinstance(augment, bool):
+        raise ValueError(f"`augment` must be None, True or False. Received: augment={augment!r}")
     if name == "cifar10":
-        return cifar10_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name], validation_split)
+        return cifar10_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name], validation_split, augment is not False)
     if name == "imagenet2012":
-        return imagenet_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name], validation_split)
+        return imagenet_source(data_dir, image_size or DEFAULT_IMAGE_SIZE[name], validation_split, augment is not False)
     if name == "digits":
-        return digits_source(image_size or DEFAULT_IMAGE_SIZE[name], validation_split)
+        return digits_source(image_size or DEFAULT_IMAGE_SIZE[name], validation_split, bool(augment))
     path = os.path.expanduser(name)
     if path.endswith(".npz"):
-        return npz_source(path, image_size, validation_split)
+        return npz_source(path, image_size, validation_split, bool(augment))
     if tf.io.gfile.isdir(path):
-        return folder_source(path, image_size or FOLDER_IMAGE_SIZE, validation_split)
+        return folder_source(path, image_size or FOLDER_IMAGE_SIZE, validation_split, augment is not False)
     if os.sep in name or "/" in name or name.startswith((".", "~")):
         raise DatasetNotFoundError(
             f"no directory at {path!r}: pass a directory of class folders, an .npz file, "

@@ -100,7 +100,7 @@ def _split_names(info, test_split):
     }
 
 
-def cifar10_source(data_dir, image_size, validation_split=0.0):
+def cifar10_source(data_dir, image_size, validation_split=0.0, augment=True):
     """The `Source` of TFDS cifar10 prepared under `data_dir` (cached, fully shuffled).
 
     Example:
@@ -123,14 +123,17 @@ def cifar10_source(data_dir, image_size, validation_split=0.0):
     return Source(
         info=info,
         load=load,
-        train_fn=functools.partial(cifar10_train, image_size=image_size),
+        train_fn=(
+            functools.partial(cifar10_train, image_size=image_size) if augment
+            else lambda image, seed: cifar10_test(image, image_size)
+        ),
         test_fn=functools.partial(cifar10_test, image_size=image_size),
         cache=True,
         shuffle_buffer=info.num_train,
     )
 
 
-def imagenet_source(data_dir, image_size, validation_split=0.0):
+def imagenet_source(data_dir, image_size, validation_split=0.0, augment=True):
     """The `Source` of TFDS imagenet2012, prepared under `data_dir` or from its manual tars.
 
     Example:
@@ -158,7 +161,10 @@ def imagenet_source(data_dir, image_size, validation_split=0.0):
     return Source(
         info=info,
         load=load,
-        train_fn=functools.partial(imagenet_train, image_size=image_size),
+        train_fn=(
+            functools.partial(imagenet_train, image_size=image_size) if augment
+            else lambda jpeg, seed: imagenet_test(jpeg, image_size)
+        ),
         test_fn=functools.partial(imagenet_test, image_size=image_size),
         cache=False,
         shuffle_buffer=IMAGENET_SHUFFLE_BUFFER,

@@ -51,6 +51,8 @@ class Config:
     authors did, used by method "slb" with `sbn` only; `model_dir`:
     runs/<model>_<method>_w<w>a<a>_<data>). `validation_split` = 0 is the paper's protocol
     (every training example trains; the test split is evaluated once, at the end).
+    `augment` None: the data set's default (pad-crop and flip for cifar10 and image
+    folders, random-resized crop and flip for imagenet2012, none for digits and .npz).
 
     Example:
 
@@ -66,6 +68,7 @@ class Config:
     data_dir: str = None
     image_size: int = None
     validation_split: float = 0.0
+    augment: bool = None
     width_multiplier: float = 1.0
     epochs: int = None
     steps_per_epoch: int = None
