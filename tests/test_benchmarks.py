@@ -115,3 +115,74 @@ def test_bad_arguments_exit_2(name, argv, capsys):
         _script(name).main(argv)
     assert exit_info.value.code == 2
     assert argv[0].split("=")[0] in capsys.readouterr().err
+
+
+def test_cifar10_config_parsing_and_grouping():
+    cifar10 = _script("cifar10")
+    assert cifar10.parse_config("ste_sgd:2/2") == ("ste_sgd", "ste", {"optimizer": "sgd"}, 2, 2)
+    with pytest.raises(ValueError, match="needs :W/A"):
+        cifar10.parse_config("slb")
+    with pytest.raises(ValueError, match="unknown variant 'slbx'"):
+        cifar10.parse_config("slbx:1/1")
+    records = [
+        {"model": "resnet20", "variant": "slb", "wbits": 1, "abits": 1, "epochs": 4, "seed": seed,
+         "validation_split": 0.0, "test_accuracy": acc, "wall_seconds": 10.0, "seconds_per_epoch": 2.0}
+        for seed, acc in ((0, 0.5), (1, 0.7))
+    ]
+    (row,) = cifar10.table(records, "test_accuracy")
+    assert (row["n"], row["seeds"]) == (2, [0, 1])
+    assert row["mean"] == pytest.approx(0.6) and row["std"] == pytest.approx(0.1)
+
+
+def _tiny_cifar_tarball(tmp_path, classes=("cat", "dog"), per_class=10):
+    """A tarball laid out like ../shared/data/cifar10-train.tar.gz: top folder, class folders, JPEGs."""
+    import tarfile
+
+    import tensorflow as tf
+
+    top = tmp_path / "tiny-train"
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (top / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            (top / name / f"{i:04d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    tarball = tmp_path / "tiny-train.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(top, arcname=top.name)
+    return tarball
+
+
+@pytest.mark.slow
+def test_gpu_cifar10_script_on_cpu_with_a_tiny_budget(tmp_path):
+    """benchmarks/gpu_cifar10.sh: unpacks the tarball, runs fp, SLB and STE through train.py,
+    and writes one record each; a rerun skips them (nothing is trained twice)."""
+    import subprocess
+
+    tarball = _tiny_cifar_tarball(tmp_path)
+    out = tmp_path / "gpu"
+    env = {**os.environ, "TARBALL": str(tarball), "OUT": str(out), "EPOCHS": "1",
+           "STEPS_PER_EPOCH": "1", "BATCH_SIZE": "4"}
+    script = os.path.join(ROOT, "benchmarks", "gpu_cifar10.sh")
+    first = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    report = json.loads((out / "cifar10.json").read_text())
+    assert [(r["method"], r["wbits"], r["abits"]) for r in report["records"]] == [
+        ("fp", 32, 32), ("slb", 1, 1), ("ste", 1, 1)]
+    for record in report["records"]:
+        assert (record["split_sizes"]["train"], record["split_sizes"]["test"]) == (16, 4)
+        assert 0.0 <= record["test_accuracy"] <= 1.0 and record["wall_seconds"] > 0
+        assert "train.py" in record["command"] and "--steps_per_epoch=1" in record["command"]
+    assert "test_accuracy (%" in first.stdout
+    second = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert len(json.loads((out / "cifar10.json").read_text())["records"]) == 3
+
+
+def test_gpu_cifar10_script_without_the_tarball_exits_2(tmp_path):
+    import subprocess
+
+    env = {**os.environ, "TARBALL": str(tmp_path / "missing.tar.gz"), "OUT": str(tmp_path / "gpu")}
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_cifar10.sh")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no CIFAR-10 tarball at" in done.stderr
