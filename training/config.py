@@ -99,6 +99,7 @@ class Config:
     seed: int = 0
     deterministic: bool = False
     mixed_precision: bool = False
+    bf16: bool = False
     jit_compile: bool = False
     export: bool = False
     verbose: int = None
@@ -264,9 +265,13 @@ def resolve(config):
             f"an integer from 0 to {hard_limit} (the epochs after tau stops growing at "
             f"{config.temperature_end_fraction:g} of {config.epochs})",
         )
-    for name in ("sbn", "ste_clip", "sync_bn", "deterministic", "mixed_precision", "jit_compile", "export"):
+    for name in ("sbn", "ste_clip", "sync_bn", "deterministic", "mixed_precision", "bf16", "jit_compile", "export"):
         if not isinstance(getattr(config, name), bool):
             raise invalid_flag(name, getattr(config, name), "true or false")
+    if config.mixed_precision and config.bf16:
+        raise invalid_flag("bf16", True, "off with --mixed_precision (float16): choose one of the two")
+    if config.augment is not None and not isinstance(config.augment, bool):
+        raise invalid_flag("augment", config.augment, "true or false (or unset: the data set's default)")
     split = config.validation_split
     if not (_is_number(split) and 0 <= split < 1):
         raise invalid_flag("validation_split", split, "a fraction of the training split in [0, 1)")

@@ -148,6 +148,8 @@ def _run_locked(config, strategy, info, steps_per_epoch, is_chief, task_id, data
     policy = keras.config.dtype_policy()
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
+    elif config.bf16:
+        keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         return _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override)
     except TrainingDiverged as error:
