@@ -21,11 +21,10 @@ Sources (`name`):
 - a directory of class folders: `train/` plus `test/` (or `val/`, `validation/`), each
   holding one folder per class; or the class folders directly, in which case every 5th
   image in sorted order (20% of each class) is the test set. Files (.bmp, .gif, .jpeg,
-  .jpg, .png) are listed as paths and decoded after shuffling and sharding, resized to
-  `image_size` (32).
-
-- image folders: train as cifar10 (a random crop of the image padded by 1/8 of its side
-  + random horizontal flip); the images are decoded once and kept in memory when they fit.
+  .jpg, .png) are decoded once, resized to `image_size` (32) and kept in memory as uint8
+  when they fit (a quarter of the machine's memory; otherwise decoded every epoch after
+  shuffling and sharding). Train: as cifar10 (a random crop of the image padded by 1/8 of
+  its side + random horizontal flip).
 
 digits and .npz sets are not augmented unless `augment=True` (a flip would change a
 digit); `augment=False` turns the augmentation of the others off.
