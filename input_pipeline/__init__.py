@@ -6,8 +6,15 @@ as distributed datasets; `get_dataset_info` gives the sizes a model and a schedu
 
 Sources (`name`):
 
-- `"cifar10"`: TFDS, prepared under `data_dir`. Train: pad 4 + random 32x32 crop +
-  random horizontal flip; the model normalizes by the CIFAR-10 channel mean / std.
+- `"cifar10"`: read offline from whatever is on disk, in this order (`sources`): TFDS
+  prepared under `data_dir` (None: TFDS's default); the official python version
+  (`cifar-10-batches-py/`: `data_batch_1` .. `data_batch_5`, `test_batch`) at `data_dir`,
+  that folder or its parent, its pickles read without running code (`cifar10_files`);
+  an image folder of 10 class folders at `data_dir`; the python version in Keras's
+  cache (`$KERAS_HOME`, default `~/.keras`, under `datasets/`, where
+  `keras.datasets.cifar10.load_data()` extracts it). None there: one line says the ways
+  to provide it. Train: pad 4 + random 32x32 crop + random horizontal flip; the model
+  normalizes by the CIFAR-10 channel mean / std.
 - `"imagenet2012"`: TFDS, prepared under `data_dir`, or prepared on first use from
   `ILSVRC2012_img_train.tar` and `ILSVRC2012_img_val.tar` in `<data_dir>/downloads/manual`.
   Train: random-resized crop (area 8%-100%, aspect 3/4-4/3) to `image_size` (224) + flip.
@@ -55,6 +62,8 @@ Modules (each imports only those listed before it):
 - `holdout`: the size and choice of the validation examples held out of training.
 - `preprocessing`: resizing, the seeded CIFAR-10 / ImageNet augmentations, the channel
   statistics.
+- `cifar10_files`: CIFAR-10's python version (`cifar-10-batches-py/`), read by a
+  restricted unpickler.
 - `tfds_sources`, `array_sources`, `folder_source`: the source families.
 - `sources`: a name or path to its `Source`.
 - `pipeline`: the epoch stream, the sharding over input pipelines, the batches.

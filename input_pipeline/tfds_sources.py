@@ -1,5 +1,10 @@
 """TFDS sources: cifar10 and imagenet2012, read from a prepared `data_dir`, never downloaded.
 
+`data_dir` None: TFDS's own (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). When cifar10 is
+not prepared there, `cifar10_source` raises `TfdsNotPreparedError`, and `sources` looks
+for CIFAR-10's other formats on disk (the python version in `data_dir` or Keras's cache,
+`cifar10_files`; an image folder at `data_dir`) before it gives up.
+
 imagenet2012 is prepared on first use from `ILSVRC2012_img_train.tar` and
 `ILSVRC2012_img_val.tar` in `<data_dir>/downloads/manual` (once; hours). Its JPEGs are
 decoded after shuffling and sharding, only the crop (`preprocessing`).
@@ -30,6 +35,24 @@ IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 IMAGENET_SHUFFLE_BUFFER = 10_000
 
 
+class TfdsNotPreparedError(DatasetNotFoundError):
+    """A TFDS data set is not prepared under `root` (its TFDS data directory).
+
+    Example:
+
+    >>> os.makedirs("no_tfds", exist_ok=True)
+    >>> try:
+    ...     cifar10_source("no_tfds", 32)
+    ... except TfdsNotPreparedError as error:
+    ...     print(error.root.endswith("no_tfds"), isinstance(error, DatasetNotFoundError))
+    True True
+    """
+
+    def __init__(self, message, root):
+        super().__init__(message)
+        self.root = root
+
+
 def _tfds_builder(name, data_dir):
     """Returns the TFDS builder of prepared data, never touching the network.
 
@@ -50,10 +73,11 @@ def _tfds_builder(name, data_dir):
     if name == "imagenet2012":
         _prepare_imagenet(builder, root)
         return tfds.builder(name, data_dir=data_dir)
-    raise DatasetNotFoundError(
+    raise TfdsNotPreparedError(
         f"{name} is not prepared under {root}: run `tfds build {name} --data_dir=DIR` on "
         "a machine with internet access, copy DIR here and pass --data_dir=DIR, or use "
-        "--dataset=digits to train offline"
+        "--dataset=digits to train offline",
+        root,
     )
 
 
@@ -102,6 +126,9 @@ def _split_names(info, test_split):
 
 def cifar10_source(data_dir, image_size, validation_split=0.0, augment=True):
     """The `Source` of TFDS cifar10 prepared under `data_dir` (cached, fully shuffled).
+
+    Raises `TfdsNotPreparedError` when it is not prepared there (`sources.cifar10_on_disk`
+    then looks for the other formats).
 
     Example:
 
