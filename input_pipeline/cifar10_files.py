@@ -65,13 +65,40 @@ class _Refused(pickle.UnpicklingError):
     """What the restricted unpickler refuses: a global, or a call it does not allow."""
 
 
-class _ArrayType:
+class _Frozen:
+    """No attribute or state can be set on it: a crafted pickle's BUILD on an allowed global
+    (which would otherwise change it for every later read) is refused."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise _Refused(f"it sets the attribute {name} of an allowed global")
+
+    def __setstate__(self, state):
+        raise _Refused("it sets the state of an allowed global")
+
+
+class _ArrayType(_Frozen):
     """numpy.ndarray as a batch names it: only the array reconstructor's argument."""
+
+    __slots__ = ()
 
     def __call__(self, *args, **kwargs):
         raise _Refused(
             "it calls numpy.ndarray, which is accepted only as the array reconstructor's argument"
         )
+
+
+class _Global(_Frozen):
+    """An allowed global as the unpickler hands it out: a call of `function`, nothing else."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function):
+        object.__setattr__(self, "_function", function)
+
+    def __call__(self, *args):
+        return self._function(*args)
 
 
 _NDARRAY = _ArrayType()  # stands for numpy.ndarray in _reconstruct_array
@@ -112,14 +139,14 @@ def _empty_bytes(*args):
 # Everything the batch files may name: numpy's array reconstructors and the bytes of
 # protocol-2 pickles written by Python 3; every other global is refused.
 _ALLOWED_GLOBALS = MappingProxyType({
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_array,  # numpy < 2 and Python 2
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_array,  # numpy >= 2
-    ("numpy.core.numeric", "_frombuffer"): _array_from_buffer,  # pickle protocol 5
-    ("numpy._core.numeric", "_frombuffer"): _array_from_buffer,
+    ("numpy.core.multiarray", "_reconstruct"): _Global(_reconstruct_array),  # numpy < 2 and Python 2
+    ("numpy._core.multiarray", "_reconstruct"): _Global(_reconstruct_array),  # numpy >= 2
+    ("numpy.core.numeric", "_frombuffer"): _Global(_array_from_buffer),  # pickle protocol 5
+    ("numpy._core.numeric", "_frombuffer"): _Global(_array_from_buffer),
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_bytes,
-    ("__builtin__", "bytes"): _empty_bytes,
+    ("numpy", "dtype"): _Global(np.dtype),
+    ("_codecs", "encode"): _Global(_latin1_bytes),
+    ("__builtin__", "bytes"): _Global(_empty_bytes),
 })
 
 

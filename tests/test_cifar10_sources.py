@@ -431,3 +431,27 @@ def test_docstring_examples_restore_keras_home(tmp_path, monkeypatch):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted >= 4, (module.__name__, result)
     assert "KERAS_HOME" not in os.environ
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy\nndarray\n", b"c_codecs\nencode\n", b"cnumpy\ndtype\n"],
+    ids=["reconstruct", "ndarray", "codecs_encode", "dtype"],
+)
+@pytest.mark.parametrize(
+    "state",
+    [b"(N}X\x0c\x00\x00\x00__defaults__(K\x01K\x02tst", b"}X\x03\x00\x00\x00fooK\x01s"],
+    ids=["slot_state", "dict_state"],
+)
+def test_a_crafted_pickle_cannot_change_an_allowed_global(target, state, tmp_path, no_caches):
+    x_train, y_train, *_ = write_batches(tmp_path)
+    (tmp_path / "data_batch_1").write_bytes(b"\x80\x02" + target + state + b"b.")
+    message = refused(tmp_path)
+    assert message.startswith(f"{tmp_path / 'data_batch_1'} is not a CIFAR-10 python batch (it sets "), message
+    write_batches(tmp_path)  # the allowed globals still read a real batch, unchanged
+    (x, y), _ = cifar10_files.read_batches(os.fspath(tmp_path))
+    np.testing.assert_array_equal(x, x_train)
+    assert all(
+        not hasattr(value, "__dict__") and getattr(value, "__defaults__", None) is None
+        for value in cifar10_files._ALLOWED_GLOBALS.values()
+    )
