@@ -4,7 +4,8 @@ The folder `cifar-10-batches-py/` (what `cifar-10-python.tar.gz` holds, and what
 `keras.datasets.cifar10.load_data()` extracts into Keras's cache) holds `data_batch_1` ..
 `data_batch_5` (the 50,000 training images) and `test_batch` (the 10,000 test images),
 each a pickle of a dict: `b"data"`, a `(n, 3072)` uint8 array of channel-planar rows (1024
-red, 1024 green, 1024 blue values of a 32x32 image, row by row), `b"labels"`, n ints in
+red, 1024 green, 1024 blue values of a 32x32 image, row by row; the same rows as n * 3072
+raw bytes are read too), `b"labels"`, n ints in
 0 .. 9, and `b"batch_label"` and `b"filenames"`, which are not used.
 
 Where it is looked for (`batches_dir_in`, `keras_batches_dir`): in a given folder, which
@@ -224,6 +225,8 @@ def _check_batch(path, batch, retry):
             f"b'labels'; it holds {holds}); {retry}"
         )
     data = batch[b"data"]
+    if isinstance(data, (bytes, bytearray)) and data and len(data) % CIFAR10_ROW_BYTES == 0:
+        data = np.frombuffer(data, np.uint8).reshape(-1, CIFAR10_ROW_BYTES)  # rows as raw bytes
     if (
         not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
         or data.shape[1] != CIFAR10_ROW_BYTES or not len(data)
@@ -232,7 +235,7 @@ def _check_batch(path, batch, retry):
         if isinstance(data, np.ndarray):
             got = f"{data.dtype} array of shape {data.shape}"
         raise DataError(
-            f"{path}: b'data' must be a non-empty (n, {CIFAR10_ROW_BYTES}) uint8 array (one "
+            f"{path}: b'data' must be a non-empty (n, {CIFAR10_ROW_BYTES}) uint8 array or n * {CIFAR10_ROW_BYTES} bytes (one "
             f"32x32 RGB image per row, channel-planar). Received a {got}; {retry}"
         )
     labels, got = _as_array(batch[b"labels"])

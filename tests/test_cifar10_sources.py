@@ -387,7 +387,7 @@ def bad_batch(**changes):
         (bad_batch(data=np.zeros((4, 3071), np.uint8)), "b'data' must be a non-empty (n, 3072) uint8 array"),
         (bad_batch(data=np.zeros((4, 3072), np.float32)), "Received a float32 array of shape (4, 3072)"),
         (bad_batch(data=np.zeros((0, 3072), np.uint8)), "Received a uint8 array of shape (0, 3072)"),
-        (bad_batch(data=b"\x00" * 4 * 3072), "Received a bytes"),
+        (bad_batch(data=b"\x00" * (4 * 3072 - 1)), "Received a bytes"),
         (
             bad_batch(labels=[0, 1, 2, 10]),
             "b'labels' must be 4 integers in 0 .. 9, one per row of b'data'. "
@@ -402,7 +402,7 @@ def bad_batch(**changes):
     ],
     ids=[
         "empty", "truncated", "not_a_pickle", "a_list", "no_labels", "row_width", "float_data",
-        "no_rows", "data_as_bytes", "label_10", "negative_label", "label_count", "str_labels",
+        "no_rows", "bytes_not_whole_rows", "label_10", "negative_label", "label_count", "str_labels",
         "ragged_labels", "labels_not_a_list", "empty_dict",
     ],
 )
@@ -455,3 +455,17 @@ def test_a_crafted_pickle_cannot_change_an_allowed_global(target, state, tmp_pat
         not hasattr(value, "__dict__") and getattr(value, "__defaults__", None) is None
         for value in cifar10_files._ALLOWED_GLOBALS.values()
     )
+
+
+@pytest.mark.parametrize("container, protocol", [(bytes, 2), (bytes, 5), (bytearray, 5)])
+def test_data_as_raw_bytes_is_read_as_rows(container, protocol, tmp_path):
+    data, labels = fake_rows(3, seed=2)
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as file:
+        pickle.dump({b"data": container(data.tobytes()), b"labels": labels}, file, protocol=protocol)
+    images, read_labels = cifar10_files.read_batch(os.fspath(path))
+    np.testing.assert_array_equal(images, as_hwc(data))
+    np.testing.assert_array_equal(read_labels, labels)
+    path.write_bytes(pickle.dumps({b"data": data.tobytes(), b"labels": labels[:2]}, protocol=2))
+    with pytest.raises(ip.DataError, match="b'labels' must be 3 integers"):
+        cifar10_files.read_batch(os.fspath(path))
