@@ -1,8 +1,14 @@
 """Image folders: one folder per class, files listed as paths and decoded after sharding.
 
 Either `train/` plus `test/` (or `val/`, `validation/`), each holding one folder per
-class, or the class folders directly, in which case every 5th image in sorted order
-(20% of each class) is the test set. Files (.bmp, .gif, .jpeg, .jpg, .png) are decoded
+class, or the class folders directly, in which case every 5th image of each class's
+sorted files (positions 4, 9, 14, ... within the class: 20% of each class, and for
+classes of multiples of 5 images the same files as every 5th of the whole list) is the
+test set; a class of fewer than 5 images is then refused. Hidden files and folders
+(".name") are skipped; symbolic links are not followed out of their class folder (see
+`_list_class_folders`); class folders without images are left out with a warning, and
+classes missing from test/ are named in a warning. `DatasetInfo.class_sizes` counts
+each split's examples per class. Files (.bmp, .gif, .jpeg, .jpg, .png) are decoded
 as RGB 0..255, resized to `image_size` (32) and rounded to uint8; the model normalizes
 them by the ImageNet channel mean / std (`DatasetInfo.channel_mean`).
 
@@ -19,6 +25,8 @@ file is refused with its name), and a single class folder is refused.
 
 import functools
 import os
+
+from absl import logging
 
 import numpy as np
 import tensorflow as tf
@@ -57,13 +65,7 @@ def folder_source(path, image_size, validation_split=0.0, augment=True):
         test_files, test_labels, _ = _list_class_folders(_test_folder(path), class_names)
     else:
         files, labels, class_names = _list_class_folders(path)
-        is_test = np.arange(len(files)) % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1
-        if not is_test.any():
-            raise DataError(
-                f"{path} holds {len(files)} images: a folder without train/ and test/ "
-                f"subfolders needs at least {FOLDER_TEST_EVERY}, every "
-                f"{FOLDER_TEST_EVERY}th going to the test set"
-            )
+        is_test = _every_fifth_per_class(path, labels, class_names)
         train_files, train_labels = files[~is_test], labels[~is_test]
         test_files, test_labels = files[is_test], labels[is_test]
     if len(class_names) < 2:
@@ -102,6 +104,10 @@ def folder_source(path, image_size, validation_split=0.0, augment=True):
             num_validation=num_validation,
             channel_mean=scaled(IMAGENET_MEAN),
             channel_std=scaled(IMAGENET_STD),
+            class_sizes={
+                name: np.bincount(labels, minlength=len(class_names)).tolist()
+                for name, (_, labels) in splits.items()
+            },
         ),
         load=load,
         train_fn=train_fn,
@@ -109,6 +115,25 @@ def folder_source(path, image_size, validation_split=0.0, augment=True):
         cache=cache,
         shuffle_buffer=len(train_files) - num_validation,
     )
+
+
+def _every_fifth_per_class(path, labels, class_names):
+    """The test mask of a folder without train/ and test/: positions 4, 9, 14, ... of each
+    class's sorted files (with classes of multiples of 5 files, the same files as every
+    5th of the whole list). Refuses a class too small to have a test image."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    small = [(name, int(n)) for name, n in zip(class_names, counts) if n < FOLDER_TEST_EVERY]
+    if small:
+        listed = ", ".join(f"{name} ({n})" for name, n in small)
+        raise DataError(
+            f"{path}: the classes {listed} hold fewer than {FOLDER_TEST_EVERY} images; a "
+            f"folder without train/ and test/ subfolders tests every {FOLDER_TEST_EVERY}th "
+            "image of each class: add images, or give train/ and test/ subfolders"
+        )
+    position = np.zeros(len(labels), np.int64)
+    for label in range(len(class_names)):
+        position[labels == label] = np.arange(counts[label])
+    return position % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1
 
 
 def _fits_in_memory(num_images, image_size):
@@ -137,32 +162,152 @@ def _list_class_folders(directory, class_names=None):
     """Returns (file paths, int32 labels, class names) of `directory/<class>/**/<image>`.
 
     Classes are the sorted subfolder names (or `class_names`, to label a test folder like
-    its training folder); files are in sorted order, class by class.
+    its training folder); files are in sorted order, class by class. Hidden files and
+    folders (a name starting with ".") are skipped at every level. Symbolic links are
+    not followed out of their class folder: a link to a folder, a link whose target
+    (after `os.path.realpath`) is outside its class folder, and a dangling link are
+    refused with one line naming the link and its target; a link to a file inside the
+    same class folder is read. A class folder that is itself a link must lead outside
+    `directory` and to no other class's folder. Class folders without images are left
+    out of the classes (a classifier output no example could teach), with a warning
+    naming them; with `class_names`, the classes missing here are named in a warning.
+
+    Example:
+
+    >>> import os
+    >>> for name in ("cat", "dog", ".ipynb_checkpoints"):
+    ...     os.makedirs(os.path.join("listed", name))
+    ...     _ = tf.io.write_file(f"listed/{name}/0.png", tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)))
+    >>> files, labels, names = _list_class_folders("listed")
+    >>> names, labels.tolist()
+    (['cat', 'dog'], [0, 1])
     """
-    folders = sorted(
-        name for name in tf.io.gfile.listdir(directory)
-        if tf.io.gfile.isdir(os.path.join(directory, name))
+    local = "://" not in directory
+    listed = sorted(
+        name.rstrip("/") for name in tf.io.gfile.listdir(directory)
+        if not name.startswith(".") and tf.io.gfile.isdir(os.path.join(directory, name))
     )
-    folders = [name.rstrip("/") for name in folders]
-    if class_names is None:
-        class_names = folders
-    elif not set(folders) <= set(class_names):
+    _check_utf8(directory, listed)
+    if local:
+        _check_class_links(directory, listed)
+    if class_names is not None and not set(listed) <= set(class_names):
         raise DataError(
-            f"{directory} has class folders {sorted(set(folders) - set(class_names))} that "
+            f"{directory} has class folders {sorted(set(listed) - set(class_names))} that "
             f"the training folder lacks; its classes are {class_names}"
         )
+    per_class = {name: _class_images(os.path.join(directory, name), local) for name in listed}
+    empty = [name for name in listed if not per_class[name]]
+    if empty:
+        logging.warning(
+            "%s: class folders without images (%s) are left out of the classes",
+            directory, ", ".join(empty),
+        )
+    folders = [name for name in listed if per_class[name]]
+    if class_names is None:
+        class_names = folders
+    else:
+        missing = [name for name in class_names if name not in folders]
+        if missing and folders:
+            logging.warning(
+                "%s has no images of the classes %s: they are not tested",
+                directory, ", ".join(missing),
+            )
     files, labels = [], []
     for name in folders:
-        for root, _, names in sorted(tf.io.gfile.walk(os.path.join(directory, name))):
-            images = sorted(n for n in names if n.lower().endswith(FOLDER_IMAGE_FORMATS))
-            files += [os.path.join(root, n) for n in images]
-            labels += [class_names.index(name)] * len(images)
+        files += per_class[name]
+        labels += [class_names.index(name)] * len(per_class[name])
     if not files:
         raise DatasetNotFoundError(
             f"no images ({', '.join(FOLDER_IMAGE_FORMATS)}) in class folders under "
             f"{directory}: put each class's images in a folder named after the class"
         )
     return np.array(files), np.array(labels, np.int32), class_names
+
+
+def _check_utf8(directory, names):
+    """Refuses file names that are not valid UTF-8 (TensorFlow takes paths as UTF-8)."""
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"{directory}: the file name {name!r} is not valid UTF-8; rename it"
+            ) from None
+
+
+def _check_class_links(directory, names):
+    """Refuses class folders that are links into `directory`, to an ancestor of it, or
+    to the same folder as another class."""
+    root = os.path.realpath(directory)
+    seen = {}
+    for name in names:
+        folder = os.path.join(directory, name)
+        target = os.path.realpath(folder)
+        if os.path.islink(folder) and os.path.commonpath([root, target]) in (root, target):
+            raise DataError(
+                f"{folder} is a link to {target}, inside {directory} or above it: class "
+                "folders are not read twice; replace the link by the folder it means"
+            )
+        if target in seen:
+            raise DataError(
+                f"{folder} and {seen[target]} are the same folder ({target}): each class "
+                "needs its own folder"
+            )
+        seen[target] = folder
+
+
+def _class_images(folder, local):
+    """The sorted image files under one class folder (hidden ones skipped, links checked)."""
+    if not local:  # gfile: no links to follow
+        walk = tf.io.gfile.walk(folder)
+    else:
+        walk = os.walk(folder, followlinks=False)
+    found = []
+    top = os.path.realpath(folder)
+    for root, dirs, names in walk:  # top-down: pruning `dirs` skips hidden folders
+        dirs[:] = sorted(d.rstrip("/") for d in dirs if not d.startswith("."))
+        relative = os.path.relpath(root, folder)
+        if any(part.startswith(".") for part in relative.split(os.sep) if part != "."):
+            continue
+        _check_utf8(root, [*dirs, *names])
+        if local:
+            for d in dirs:
+                if os.path.islink(os.path.join(root, d)):
+                    link = os.path.join(root, d)
+                    raise DataError(
+                        f"{link} is a link to the folder {os.path.realpath(link)}: links to "
+                        f"folders are not followed in class folders ({folder}); move or "
+                        "copy the images there"
+                    )
+        chosen = sorted(
+            n for n in names if not n.startswith(".") and n.lower().endswith(FOLDER_IMAGE_FORMATS)
+        )
+        for n in chosen:
+            file = os.path.join(root, n)
+            if local and os.path.islink(file):
+                _check_file_link(file, top, folder)
+            found.append((root, file))
+    return [file for _, file in sorted(found)]
+
+
+def _check_file_link(link, top, folder):
+    """Refuses a link to a file that is dangling or leads out of its class folder."""
+    target = os.path.realpath(link)
+    if not os.path.exists(target):
+        raise DataError(
+            f"{link} is a link to {os.readlink(link)}, which does not exist; remove the "
+            "link or restore its target"
+        )
+    if os.path.isdir(target):
+        raise DataError(
+            f"{link} is a link to the folder {target}: links to folders are not followed "
+            f"in class folders ({folder})"
+        )
+    if os.path.commonpath([top, target]) != top:
+        raise DataError(
+            f"{link} is a link to {target}, outside its class folder {folder}: links may "
+            "only point to files of the same class folder; copy the image instead"
+        )
 
 
 def _check_image_files(path, files):

@@ -58,6 +58,8 @@ class DatasetInfo(NamedTuple):
             imagenet2012 and image files; the stored values for digits and .npz); a
             model normalizes its input by them (`models.get_model(...,
             input_normalization=(info.channel_mean, info.channel_std))`). None: unknown.
+        class_sizes: {split: [examples of class 0, class 1, ...]} for "train",
+            "validation" and "test" (image folders), or None where not counted.
 
     Example:
 
@@ -76,6 +78,14 @@ class DatasetInfo(NamedTuple):
     num_validation: int = 0
     channel_mean: tuple = None
     channel_std: tuple = None
+    class_sizes: dict = None
+
+    def __repr__(self):
+        """The fields, `class_sizes` only where counted."""
+        fields = self._asdict()
+        if fields["class_sizes"] is None:
+            del fields["class_sizes"]
+        return f"DatasetInfo({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
     def steps_per_epoch(self, global_batch_size):
         """Returns the full global batches in one pass over the training split.

@@ -387,7 +387,7 @@ def _make_summary(
         "recipe": schedule.recipe_record(config, steps_per_epoch),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "split_sizes": {"train": info.num_train, "validation": info.num_validation, "test": info.num_test},
+        "split_sizes": {"train": info.num_train, "validation": info.num_validation, "test": info.num_test}, "class_sizes": info.class_sizes,
         "resumed_from_epoch": initial_epoch,
         "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
         "epoch_seconds": list(epoch_seconds),
