@@ -198,3 +198,27 @@ def test_a_complete_test_folder_does_not_warn(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ip.get_dataset_info(os.fspath(tmp_path))
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+# --- summary.json -----------------------------------------------------------------------
+
+
+def test_train_py_records_the_split_sizes_per_class(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tiny_run import TINY, child_env
+
+    write_classes(tmp_path / "data", {"cat": 10, "dog": 15})
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flags = [f"--{k}={v}" for k, v in TINY.items() if k not in ("verbose", "dataset", "batch_size")]
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "train.py"), *flags, "--batch_size=4",
+         f"--dataset={tmp_path / 'data'}", f"--model_dir={tmp_path / 'run'}"],
+        cwd=root, env=child_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["split_sizes"] == {"train": 20, "validation": 0, "test": 5}
+    assert summary["class_sizes"] == {"train": [8, 12], "validation": [0, 0], "test": [2, 3]}
