@@ -26,6 +26,10 @@ from slb_keras.layers import SLBLayerMixin
 from slb_keras.layers import set_temperature
 from slb_keras.layers import slb_layers
 from slb_keras.normalization import StateBatchNormalization
+# Registers the optimizers train.py saves in model.keras, so that `import slb_keras`
+# alone lets `keras.models.load_model` (safe mode on) rebuild them.
+from slb_keras.optimizers import CoupledAdam
+from slb_keras.optimizers import CoupledSGD
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
 from slb_keras.conversion import quantize_model
@@ -74,6 +78,8 @@ __all__ = [
     "HARD_TEMPERATURE",
     "BNCalibration",
     "ClipWeights",
+    "CoupledAdam",
+    "CoupledSGD",
     "LayerSummary",
     "ModelSummary",
     "PACTQuantizer",
