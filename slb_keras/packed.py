@@ -12,7 +12,8 @@ uncompressed (so their sizes are bounded by the file's):
 - `manifest.json`, compact UTF-8 JSON:
 
       {"format": "slb_keras.packed", "version": 2,
-       "model": <the inference model's Keras config, as `model.to_json()`>,
+       "model": <the inference model's Keras config, as `model.to_json()`,
+                 less "compile_config": no optimizer, loss or metrics>,
        "weights": [<one entry per variable, in `model.weights` order>]}
 
   Every entry has "path" (the variable's `path`, e.g. "dense/kernel"),
@@ -149,10 +150,13 @@ def export_packed(model, path):
         path: the file to write (atomically; a failed export leaves no file).
 
     Returns:
-        An `ExportReport` with format "packed".
+        An `ExportReport` with format "packed". The file holds the network only:
+        never the model's optimizer, loss or metrics (its Keras config without
+        "compile_config"), so it loads wherever slb_keras is imported.
 
     Raises:
-        ValueError: bad model (see `to_inference_model`) or path.
+        ValueError: bad model (see `to_inference_model`) or a path that cannot
+            be written (`files.OutputWriteError`, naming `path`).
 
     Example:
 
@@ -193,7 +197,7 @@ def export_packed(model, path):
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "model": json.loads(inference.to_json()),
+        "model": _model_config(inference),
         "weights": entries,
     }
     text = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
@@ -218,7 +222,8 @@ def load_packed(path):
 
     Returns:
         The Functional Keras model of stock layers, with weights equal bit for
-        bit to `to_inference_model(model)`'s.
+        bit to `to_inference_model(model)`'s; not compiled (a "compile_config"
+        that files written before it was left out hold is ignored).
 
     Raises:
         ValueError: if `path` is not a packed file of a supported version, or
@@ -263,10 +268,23 @@ def _load(archive, path):
     # Every member was checked against its entry and read within its size; only
     # now is the model built, and its variables take memory only once their
     # shapes are those of the entries.
-    model = _build_model(manifest["model"], entries, bad)
+    model = _build_model(_without_compile(manifest["model"]), entries, bad)
     for variable, array in zip(model.weights, arrays):
         variable.assign(array)
     return model
+
+
+def _model_config(model):
+    """The Keras config of `model` (as `model.to_json()`) without its "compile_config":
+    a packed file holds the network, never an optimizer, loss or metrics (a compiled
+    model's optimizer may be a class only its training code registers)."""
+    return _without_compile(json.loads(model.to_json()))
+
+
+def _without_compile(config):
+    """`config` less its top-level "compile_config" (packed files written before
+    the optimizer was left out hold one; loading ignores it)."""
+    return {key: value for key, value in config.items() if key != "compile_config"}
 
 
 def _build_model(config, entries, bad):
