@@ -16,10 +16,11 @@ run downwards in this list):
   32/b compression).
 
 This module re-exports the public names and is the command line (the `.keras`
-file is loaded in safe mode; a model file that is not a readable .keras archive, or
-an output that is the model or the other output, after resolving links, is refused
-with status 2 and nothing written; the arguments are checked before Keras and
-TensorFlow are imported):
+file is loaded in safe mode; a model file that is not a readable .keras archive or
+whose zip directory declares more than a model takes (a zip bomb), an output that is
+the model or the other output, after resolving links, or an output that cannot be
+written, is refused with status 2, one line and nothing written; the arguments are
+checked before Keras and TensorFlow are imported):
 
     python -m slb_keras.export --model=PATH.keras --out=PATH.tflite [--packed=PATH.slb]
 
@@ -62,6 +63,13 @@ __all__ = [
 
 # `slb_keras.tflite_export.ARITHMETIC` (a test checks that they agree).
 _ARITHMETIC = ("auto", "integer", "float")
+# The sizes a .keras archive's directory may declare, checked before Keras reads a byte:
+# its JSON members (config.json, metadata.json: a model config is kilobytes), and all
+# members together (Keras stores them uncompressed, so at most the archive's own size;
+# a re-zipped model may be deflated, by far less than this ratio).
+_MAX_JSON_MEMBER_BYTES = 64 * 2**20
+_MAX_EXPANSION = 16
+_MIN_EXPANDED_LIMIT = 256 * 2**20
 
 
 def __getattr__(name):
@@ -125,6 +133,41 @@ def _check_model_file(path):
         raise ValueError(
             f"Invalid --model={path!r}: the file exists but cannot be read as a Keras model ({problem})."
         )
+    problem = _zip_size_problem(path, size)
+    if problem:
+        raise ValueError(
+            f"Invalid --model={path!r}: the file is not read as a Keras model ({problem})."
+        )
+
+
+def _zip_size_problem(path, size):
+    """Why the sizes the zip directory of `path` (`size` bytes) declares are not a model's
+    (a zip bomb: a small archive declaring gigabytes), or None; reads the directory only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        return f"its zip directory cannot be read: {_reason(error)}"
+    for member in members:
+        if member.filename.endswith(".json") and member.file_size > _MAX_JSON_MEMBER_BYTES:
+            return (
+                f"its {member.filename} declares {member.file_size} bytes, more than the "
+                f"{_MAX_JSON_MEMBER_BYTES} a model's JSON may take; a zip bomb?"
+            )
+    declared = sum(member.file_size for member in members)
+    limit = max(_MAX_EXPANSION * size, _MIN_EXPANDED_LIMIT)
+    if declared > limit:
+        return (
+            f"its {len(members)} members declare {declared} bytes in all, more than "
+            f"{_MAX_EXPANSION} times the archive's {size}; a zip bomb?"
+        )
+    return None
+
+
+def _reason(error):
+    """The message of `error`, or its class name when it has none."""
+    text = " ".join(str(error).split())
+    return text if text and text != "()" else type(error).__name__
 
 
 def main(argv=None):
@@ -179,7 +222,8 @@ def main(argv=None):
             model = keras.models.load_model(args.model)
         except Exception as error:  # noqa: BLE001 - any loading failure is bad input
             raise ValueError(
-                f"Invalid --model={args.model!r}: the file exists but cannot be read as a Keras model ({error})."
+                f"Invalid --model={args.model!r}: the file exists but cannot be read as a Keras "
+                f"model ({_reason(error)})."
             ) from error
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -200,11 +244,21 @@ def main(argv=None):
         for notice in notices:
             print(f"notice: {notice}", file=sys.stderr)
     except (ValueError, OSError) as error:
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
+        parser.exit(2, f"{parser.prog}: error: {_message(error, args)}\n")
     print(report)
     if args.packed is not None:
         print(f"packed: {packed_report.file_bytes} B written to {packed_report.path}")
     return 0
+
+
+def _message(error, args):
+    """One line for `error`; a file that could not be written is named by its flag."""
+    filename = getattr(error, "filename", None)
+    if getattr(error, "strerror", None) and filename:
+        for flag, path in (("--out", args.out), ("--packed", args.packed)):
+            if path is not None and os.path.abspath(path) == os.path.abspath(os.fspath(filename)):
+                return f"Invalid {flag}={path!r}: the file cannot be written there ({error.strerror})."
+    return _reason(error)
 
 
 if __name__ == "__main__":

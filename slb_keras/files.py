@@ -3,7 +3,8 @@
 `atomic_write(path, data)` writes to a temporary file beside `path`, flushes it
 to disk and renames it over `path`: a reader sees the old file or the new one,
 never a part, and a failed write leaves no file behind (and an existing file
-unchanged). Exports, training and the benchmarks write their outputs this way.
+unchanged); its error (`OutputWriteError`) names `path`, not the temporary file.
+Exports, training and the benchmarks write their outputs this way.
 
 Example:
 
@@ -31,7 +32,9 @@ def check_output_path(path, name):
 
     Raises:
         ValueError: naming `name` and `path`, if `path` is empty, not a path,
-            a directory, or in a directory that does not exist or is not writable.
+            a directory, or in a directory that does not exist or where no file
+            can be created (tried: a temporary file, removed at once; then an
+            `OutputWriteError`).
 
     Example:
 
@@ -52,7 +55,52 @@ def check_output_path(path, name):
         )
     if not os.access(parent, os.W_OK):
         raise ValueError(f"Invalid {name}={path!r}: the directory {parent!r} is not writable.")
+    try:  # what `atomic_write` will do there (os.access says yes to root everywhere)
+        handle, probe = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputWriteError(name, path, error) from None
     return path
+
+
+class OutputWriteError(OSError, ValueError):
+    """An output file that could not be written, named by the caller's path.
+
+    Both an `OSError` (its `errno`, `strerror` and `filename`, the path the caller
+    passed, never the hidden temporary file `atomic_write` writes first) and a
+    `ValueError` naming the argument, as the exports raise for a bad path.
+
+    Example:
+
+    >>> try:
+    ...     atomic_write("/no/such/dir/model.tflite", b"", name="out")
+    ... except OutputWriteError as error:
+    ...     print(error)
+    ...     print(isinstance(error, OSError), isinstance(error, ValueError), error.filename)
+    Invalid out='/no/such/dir/model.tflite': the file cannot be written there (No such file or directory).
+    True True /no/such/dir/model.tflite
+    """
+
+    def __init__(self, name, path, error):
+        super().__init__(error.errno, error.strerror or str(error), path)
+        self.message = (
+            f"Invalid {name}={path!r}: the file cannot be written there "
+            f"({error.strerror or type(error).__name__})."
+        )
+
+    def __str__(self):
+        return self.message
+
+    def __reduce__(self):
+        return (_rebuild_output_error, (self.message, self.errno, self.strerror, self.filename))
+
+
+def _rebuild_output_error(message, errno, strerror, filename):
+    error = OutputWriteError.__new__(OutputWriteError)
+    OSError.__init__(error, errno, strerror, filename)
+    error.message = message
+    return error
 
 
 def _umask():
@@ -69,7 +117,7 @@ def _umask():
     return mask
 
 
-def atomic_write(path, data):
+def atomic_write(path, data, name="path"):
     """Writes the bytes `data` to `path` atomically (temporary file, fsync, rename).
 
     The file gets the mode a plain `open(path, "wb")` would give it (0o666 less
@@ -78,10 +126,12 @@ def atomic_write(path, data):
     Args:
         path: the file to write; its directory must exist.
         data: bytes-like.
+        name: the argument name the error message gives `path` under.
 
     Raises:
-        OSError: if writing fails; the temporary file is removed and an existing
-            `path` is left unchanged.
+        OutputWriteError: (an OSError and a ValueError) if writing fails, naming
+            `path` as given; the temporary file is removed and an existing `path`
+            is left unchanged.
 
     Example:
 
@@ -89,8 +139,12 @@ def atomic_write(path, data):
     >>> os.path.getsize("weights.bin")
     3
     """
-    directory, base = os.path.split(os.path.abspath(os.fspath(path)))
-    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    given = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(given))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise OutputWriteError(name, given, error) from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -98,7 +152,9 @@ def atomic_write(path, data):
             os.fchmod(file.fileno(), 0o666 & ~_umask())
             os.fsync(file.fileno())
         os.replace(temporary, os.path.join(directory, base))
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise OutputWriteError(name, given, error) from None
         raise

@@ -80,7 +80,9 @@ def export_tflite(model, path, quantize_full_precision=False, arithmetic="auto")
 
     Raises:
         ValueError: bad model (see `to_inference_model`), a path that cannot be
-            written, or a bad `arithmetic`.
+            written (checked first, and when the final write fails:
+            `files.OutputWriteError`, also an OSError, naming `path`, never the
+            temporary file), or a bad `arithmetic`.
 
     Example:
 
