@@ -62,6 +62,8 @@ Modules (each imports only those listed before it):
 - `holdout`: the size and choice of the validation examples held out of training.
 - `preprocessing`: resizing, the seeded CIFAR-10 / ImageNet augmentations, the channel
   statistics.
+- `image_headers`: the format and declared size of an image file, from its header (no
+  decoding), and whether only a full decode can tell that it is whole.
 - `cifar10_files`: CIFAR-10's python version (`cifar-10-batches-py/`), read by a
   restricted unpickler.
 - `tfds_sources`, `array_sources`, `folder_source`: the source families.
