@@ -186,18 +186,16 @@ def _list_class_folders(directory, class_names=None):
     (['cat', 'dog'], [0, 1])
     """
     local = "://" not in directory
+    # os.listdir locally: it hands a name that is not UTF-8 over (surrogate-escaped) for
+    # _check_utf8 to name, where tf.io.gfile.listdir raises a UnicodeDecodeError.
+    names = os.listdir(directory) if local else tf.io.gfile.listdir(directory)
+    _check_utf8(directory, names)
     listed = sorted(
-        name.rstrip("/") for name in tf.io.gfile.listdir(directory)
+        name.rstrip("/") for name in names
         if not name.startswith(".") and tf.io.gfile.isdir(os.path.join(directory, name))
     )
-    _check_utf8(directory, listed)
     if local:
         _check_class_links(directory, listed)
-    if class_names is not None and not set(listed) <= set(class_names):
-        raise DataError(
-            f"{directory} has class folders {sorted(set(listed) - set(class_names))} that "
-            f"the training folder lacks; its classes are {class_names}"
-        )
     per_class = {name: _class_images(os.path.join(directory, name), local) for name in listed}
     empty = [name for name in listed if not per_class[name]]
     if empty:
@@ -206,6 +204,11 @@ def _list_class_folders(directory, class_names=None):
             directory, ", ".join(empty),
         )
     folders = [name for name in listed if per_class[name]]
+    if class_names is not None and not set(folders) <= set(class_names):
+        raise DataError(
+            f"{directory} has images of the classes {sorted(set(folders) - set(class_names))} "
+            f"that the training folder has none of; its classes are {class_names}"
+        )
     if class_names is None:
         class_names = folders
     else:
@@ -234,7 +237,9 @@ def _check_utf8(directory, names):
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise DataError(
-                f"{directory}: the file name {name!r} is not valid UTF-8; rename it"
+                f"{directory}: the file name "
+                f"'{os.fsencode(name).decode('utf-8', 'backslashreplace')}' is not valid "
+                "UTF-8; rename it"
             ) from None
 
 

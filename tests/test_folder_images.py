@@ -178,3 +178,20 @@ def test_train_py_refuses_a_bad_image_before_training(tmp_path, bad):
     lines = [line for line in result.stderr.splitlines() if os.fspath(target) in line]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_named(tmp_path):
+    path = write_folder(tmp_path)
+    os.makedirs(os.path.join(os.fsencode(path), b"\xffemu"))
+    with open(os.path.join(os.fsencode(path), b"\xffemu", b"0.jpg"), "wb") as file:
+        file.write(jpeg())
+    assert refused(path) == f"{path}: the file name '\\xffemu' is not valid UTF-8; rename it"
+
+
+def test_an_empty_test_folder_of_an_empty_training_class_is_not_refused(tmp_path):
+    write_folder(tmp_path / "train")
+    write_folder(tmp_path / "test", per_class=1)
+    for split in ("train", "test"):
+        (tmp_path / split / "yak").mkdir()
+    info = ip.get_dataset_info(os.fspath(tmp_path))
+    assert info.num_classes == 2 and info.class_sizes["test"] == [1, 1]
