@@ -86,7 +86,7 @@ class OutputWriteError(OSError, ValueError):
         super().__init__(error.errno, error.strerror or str(error), path)
         self.message = (
             f"Invalid {name}={path!r}: the file cannot be written there "
-            f"({error.strerror or type(error).__name__})."
+            f"({error.strerror or str(error) or type(error).__name__})."
         )
 
     def __str__(self):
