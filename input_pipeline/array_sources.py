@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
+from input_pipeline.holdout import held_out_splits
 from input_pipeline.preprocessing import pad_crop_flip
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
 from input_pipeline.validation import check_classes, check_images, check_labels, read_npz
@@ -69,11 +69,8 @@ def npz_source(path, image_size, validation_split=0.0, augment=False):
 def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation_split, augment):
     """In-memory images (uint8 0..255 or float) as float32, with their channel statistics."""
     num_classes = check_classes(name, y_train, y_test)
-    num_validation = validation_size(name, len(x_train), validation_split)
-    train, held_out = holdout_indices(len(x_train), num_validation)
-    check_held_out_classes(name, y_train, train)
-    x_validation, y_validation = x_train[held_out], y_train[held_out]
-    x_train, y_train = x_train[train], y_train[train]
+    splits = held_out_splits(name, x_train, y_train, x_test, y_test, validation_split)
+    x_train = splits["train"][0]
     mean, std = _channel_stats(x_train)
     size = (image_size, image_size) if image_size else x_train.shape[1:3]
     if tuple(size) != x_train.shape[1:3]:
@@ -87,18 +84,13 @@ def _array_source(name, x_train, y_train, x_test, y_test, image_size, validation
     def train_preprocess(image, seed):
         return pad_crop_flip(preprocess(image), seed) if augment else preprocess(image)
 
-    splits = {
-        "train": (x_train, y_train),
-        "validation": (x_validation, y_validation),
-        "test": (x_test, y_test),
-    }
     return Source(
         info=DatasetInfo(
             num_classes=num_classes,
             input_shape=(*size, x_train.shape[-1]),
             num_train=len(x_train),
             num_test=len(x_test),
-            num_validation=num_validation,
+            num_validation=len(splits["validation"][0]),
             channel_mean=mean,
             channel_std=std,
         ),

@@ -38,7 +38,7 @@ from types import MappingProxyType
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
+from input_pipeline.holdout import held_out_splits
 from input_pipeline.preprocessing import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -373,21 +373,15 @@ def cifar10_batches_source(directory, image_size, validation_split=0.0, augment=
     (10, (32, 32, 3), 18, 4, 2)
     """
     (x_train, y_train), (x_test, y_test) = read_batches(directory)
-    num_validation = validation_size(directory, len(x_train), validation_split)
-    train, held_out = holdout_indices(len(x_train), num_validation)
-    check_held_out_classes(directory, y_train, train)
-    splits = {
-        "train": (x_train[train], y_train[train]),
-        "validation": (x_train[held_out], y_train[held_out]),
-        "test": (x_test, y_test),
-    }
+    splits = held_out_splits(directory, x_train, y_train, x_test, y_test, validation_split)
     del x_train  # the splits hold copies
+    num_train, num_validation = len(splits["train"][0]), len(splits["validation"][0])
     test_fn = functools.partial(cifar10_test, image_size=image_size)
     return Source(
         info=DatasetInfo(
             num_classes=CIFAR10_CLASSES,
             input_shape=(image_size, image_size, 3),
-            num_train=len(train),
+            num_train=num_train,
             num_test=len(x_test),
             num_validation=num_validation,
             channel_mean=scaled(CIFAR10_MEAN),
@@ -400,5 +394,5 @@ def cifar10_batches_source(directory, image_size, validation_split=0.0, augment=
         ),
         test_fn=test_fn,
         cache=True,
-        shuffle_buffer=len(train),
+        shuffle_buffer=num_train,
     )

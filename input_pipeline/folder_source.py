@@ -35,7 +35,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline.holdout import check_held_out_classes, holdout_indices, validation_size
+from input_pipeline.holdout import held_out_splits
 from input_pipeline.image_headers import read_header
 from input_pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, pad_crop_flip, scaled
 from input_pipeline.source import DataError, DatasetInfo, DatasetNotFoundError, Source
@@ -76,14 +76,8 @@ def folder_source(path, image_size, validation_split=0.0, augment=True):
             f"{path} holds one class folder ({class_names[0]}); a classifier needs at least 2"
         )
     _check_image_files(path, [*train_files, *test_files])
-    num_validation = validation_size(path, len(train_files), validation_split)
-    train, held_out = holdout_indices(len(train_files), num_validation)
-    check_held_out_classes(path, train_labels, train)
-    splits = {
-        "train": (train_files[train], train_labels[train]),
-        "validation": (train_files[held_out], train_labels[held_out]),
-        "test": (test_files, test_labels),
-    }
+    splits = held_out_splits(path, train_files, train_labels, test_files, test_labels, validation_split)
+    num_train, num_validation = len(splits["train"][0]), len(splits["validation"][0])
     read = functools.partial(_read_image_file, image_size=image_size)
     cache = _fits_in_memory(len(train_files) + len(test_files), image_size)
     if cache:  # decoded once; `load` gives uint8 images
@@ -102,7 +96,7 @@ def folder_source(path, image_size, validation_split=0.0, augment=True):
         info=DatasetInfo(
             num_classes=len(class_names),
             input_shape=(image_size, image_size, 3),
-            num_train=len(train_files) - num_validation,
+            num_train=num_train,
             num_test=len(test_files),
             num_validation=num_validation,
             channel_mean=scaled(IMAGENET_MEAN),
@@ -116,7 +110,7 @@ def folder_source(path, image_size, validation_split=0.0, augment=True):
         train_fn=train_fn,
         test_fn=lambda image: tf.cast(decode(image), tf.float32),
         cache=cache,
-        shuffle_buffer=len(train_files) - num_validation,
+        shuffle_buffer=num_train,
     )
 
 

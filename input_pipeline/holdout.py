@@ -67,6 +67,27 @@ def check_held_out_classes(name, labels, train_indices):
         )
 
 
+def held_out_splits(name, x_train, y_train, x_test, y_test, validation_split):
+    """The "train", "validation" and "test" `(examples, labels)` of a source: the fraction
+    `validation_split` of the training examples held out (`validation_size`,
+    `holdout_indices`), refused or warned about as in `check_held_out_classes`.
+
+    Example:
+
+    >>> splits = held_out_splits("data", np.arange(10), np.arange(10) % 2, np.arange(2), np.arange(2), 0.3)
+    >>> {name: len(x) for name, (x, _) in splits.items()}
+    {'train': 7, 'validation': 3, 'test': 2}
+    """
+    num_validation = validation_size(name, len(x_train), validation_split)
+    train, held_out = holdout_indices(len(x_train), num_validation)
+    check_held_out_classes(name, y_train, train)
+    return {
+        "train": (x_train[train], y_train[train]),
+        "validation": (x_train[held_out], y_train[held_out]),
+        "test": (x_test, y_test),
+    }
+
+
 def holdout_indices(num_train, num_validation):
     """(training indices, validation indices) of a split of `num_train`, both sorted.
 
