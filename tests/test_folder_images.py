@@ -15,7 +15,7 @@ import tensorflow as tf
 import input_pipeline as ip
 from input_pipeline import folder_source as fs
 from input_pipeline.image_headers import MAX_IMAGE_PIXELS, read_header
-from tiny_run import TINY_FLAGS, child_env
+from tiny_run import TINY_FLAGS, child_env, refused
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,14 +60,6 @@ def write_folder(root, bad=None, per_class=5):
     for name, data in (bad or {}).items():
         (root / "cat" / name).write_bytes(data)
     return os.fspath(root)
-
-
-def refused(path):
-    with pytest.raises(ip.DataError) as raised:
-        ip.get_dataset_info(path)
-    message = str(raised.value)
-    assert "\n" not in message, message
-    return message
 
 
 # --- the header parse -------------------------------------------------------------------

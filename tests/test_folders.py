@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import input_pipeline as ip
 from input_pipeline import folder_source as fs
+from tiny_run import refused
 
 
 def png(path, size=(6, 5), value=100):
@@ -24,14 +25,6 @@ def write_classes(root, sizes):
     for c, (name, count) in enumerate(sizes.items()):
         for i in range(count):
             png(os.path.join(root, name, f"{i:02d}.png"), value=10 * c + i)
-
-
-def refused(path, error=ip.DataError):
-    with pytest.raises(error) as raised:
-        ip.get_dataset_info(os.fspath(path))
-    message = str(raised.value)
-    assert "\n" not in message, message
-    return message
 
 
 def old_rule(path):

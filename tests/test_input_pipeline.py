@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 import input_pipeline as ip
 from slb_keras.datasets import load_digits
 import tiny_run
+from tiny_run import refused
 from tfds_mock import write_tfds_metadata
 
 NUM_MOCK = 24  # examples in every mocked TFDS split
@@ -633,15 +634,6 @@ def test_docstring_examples(tmp_path, monkeypatch):
 def write_npz(path, **arrays):
     """A valid 4-class float .npz (40 train, 12 test 8x8 images), with `arrays` replaced."""
     return tiny_run.write_npz(path, num_train=40, num_test=12, **arrays)
-
-
-def refused(name):
-    """The DataError message of get_dataset_info(name), checked to be one line."""
-    with pytest.raises(ip.DataError) as error:
-        ip.get_dataset_info(name)
-    message = str(error.value)
-    assert "\n" not in message, message
-    return message
 
 
 def with_bad_values(shape, count, value):

@@ -1,8 +1,8 @@
 """What the train.py and input-pipeline tests share.
 
 The tiny training run (its config and flags), the environment of a train.py
-child process, a small valid .npz data set, a snapshot of a run directory, and
-the doctests of a package's modules.
+child process, a small valid .npz data set, a snapshot of a run directory, the
+one-line refusal of bad data, and the doctests of a package's modules.
 """
 
 import doctest
@@ -12,6 +12,9 @@ import os
 import pkgutil
 
 import numpy as np
+import pytest
+
+import input_pipeline
 
 # vgg_small at 1/16 width on 16x16 digits, 2 epochs of 2 steps: seconds per run.
 TINY = dict(
@@ -81,3 +84,13 @@ def package_doctests(package):
         assert result.failed == 0, name
         attempted[name] = result.attempted
     return attempted
+
+
+def refused(name, data_dir=None, error=input_pipeline.DataError):
+    """The message of the `error` that get_dataset_info(name, data_dir) raises, checked to
+    be one line."""
+    with pytest.raises(error) as raised:
+        input_pipeline.get_dataset_info(os.fspath(name), None if data_dir is None else os.fspath(data_dir))
+    message = str(raised.value)
+    assert "\n" not in message, message
+    return message
