@@ -5,12 +5,14 @@
 Flags left unset take the model's recipe (the authors' settings at their budget, a
 measured short-budget recipe below it: README, "Train the paper's networks";
 `training.RECIPES`). Bad input prints one line `train.py: error: ...` and exits with
-status 2. See README.md.
+status 2. Ctrl-C prints one line, where the run stopped, what its model_dir keeps and
+the command that resumes it, and exits with status 130. See README.md.
 """
 
 import contextlib
 import os
 import re
+import shlex
 import sys
 import threading
 
@@ -225,9 +227,29 @@ def _fail(message):
     sys.exit(2)
 
 
+def _command_line():
+    """The command as the user typed it (the one that resumes an interrupted run)."""
+    return shlex.join(["python", *sys.argv])
+
+
+def _interrupted(message):
+    """Ctrl-C: one line, exit status 130 (128 + SIGINT), as shells report it."""
+    print(f"train.py: {message}", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def _interrupted_at_start():
+    _interrupted(
+        "interrupted in start-up, before the training started or resumed; nothing was "
+        f"changed: `{_command_line()}` starts (or resumes) the run."
+    )
+
+
 def _parse_flags(argv):
     if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):  # help is no error: status 0
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    if "--helpfull" in argv[1:]:  # absl's own exits with status 1
+        app.usage(shorthelp=False, writeto_stdout=True, exitcode=0)
     try:
         return FLAGS(argv)
     except flags.Error as error:
@@ -240,9 +262,12 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # absl turns its default to INFO after parsing:
         logging.set_verbosity(logging.WARNING)  # no INFO lines of TF's exporter in the run
     # Imported here, so that a mistyped flag is reported before TensorFlow starts.
-    with _quiet_tensorflow_start():
-        import input_pipeline
-        import training
+    try:
+        with _quiet_tensorflow_start():
+            import input_pipeline
+            import training
+    except KeyboardInterrupt:
+        _interrupted_at_start()
 
     try:
         if FLAGS.show_recipe:
@@ -250,9 +275,18 @@ def main(argv):
             print(training.describe(config))
             for name, value in sorted(training.run_settings(config).items()):
                 # lr_step_epochs has no flag: the recipe's (RECIPES) alone sets it
-                print(f"  --{name}={value}" if name in FLAGS else f"  {name}={value} (the recipe's; no flag)")
+                if name not in FLAGS:
+                    print(f"  {name}={value} (the recipe's; no flag)")
+                elif value is None:  # left to the data or the run: the flag's help says how
+                    print(f"  --{name} unset: {FLAGS[name].help}")
+                else:
+                    print(f"  --{name}={value}")
             return
         training.run(FLAGS)
+    except training.RunInterrupted as error:
+        _interrupted(error.message(_command_line()))
+    except KeyboardInterrupt:  # before the run took its model_dir
+        _interrupted_at_start()
     except (training.UsageError, input_pipeline.DatasetNotFoundError) as error:
         _fail(error)
     except training.RunFailed as error:  # valid input, failed run (diverged, disk full)
@@ -261,4 +295,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except KeyboardInterrupt:  # while absl parsed the flags
+        _interrupted_at_start()

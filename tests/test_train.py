@@ -82,6 +82,24 @@ def test_recipes_follow_the_spec():
     assert vgg.model_dir == os.path.join("runs", "vgg_small_slb_w1a1_cifar10")
 
 
+def test_default_model_dirs_tell_folders_of_the_same_name_apart(tmp_path):
+    """Two data folders named cifar10 get two default run directories (their resolved
+    paths' digests); the same folder however written gets one."""
+    a, b = tmp_path / "a" / "cifar10", tmp_path / "b" / "cifar10"
+    for folder in (a, b):
+        folder.mkdir(parents=True)
+    dirs = {
+        spelling: training.resolve(training.Config(dataset=spelling)).model_dir
+        for spelling in (str(a), str(b), f"{a}/", str(tmp_path / "b" / ".." / "a" / "cifar10"))
+    }
+    assert dirs[str(a)] != dirs[str(b)]
+    assert dirs[str(a)] == dirs[f"{a}/"] == dirs[str(tmp_path / "b" / ".." / "a" / "cifar10")]
+    assert all(d.startswith(os.path.join("runs", "vgg_small_slb_w1a1_cifar10-")) for d in dirs.values())
+    link = tmp_path / "link"
+    link.symlink_to(a)
+    assert training.resolve(training.Config(dataset=str(link))).model_dir == dirs[str(a)]
+
+
 # The speeds of the authors' README (the authors' README), both CIFAR-10 networks.
 AUTHORS_SPEEDS = {
     (1, 1): 1.03, (1, 2): 1.03, (1, 4): 1.03, (1, 8): 1.03, (1, 32): 1.04,
@@ -172,10 +190,12 @@ def test_show_recipe_prints_the_resolved_settings_and_writes_nothing(tmp_path):
     assert "tau 0.01 x 1.05 per epoch over 40%-90% of training [the authors' recipe]" in lines[0]
     assert "  --temperature_speed=1.05" in lines and "  --weight_decay_mode=coupled" in lines
     assert "  lr_step_epochs=[0.5, 0.75] (the recipe's; no flag)" in lines  # not shown as a flag
+    assert not [line for line in lines if line.endswith("=None")]  # unset: said so, with how it is set
+    assert "  --steps_per_epoch unset: Steps per epoch (default: one pass over the data)." in lines
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flag", ["-h", "--help"])
+@pytest.mark.parametrize("flag", ["-h", "--help", "--helpfull"])
 def test_help_is_no_error(flag):
     result = _train_py([flag])
     assert result.returncode == 0, result.stderr
@@ -191,6 +211,14 @@ def test_train_py_on_digits_end_to_end(tmp_path):
     result = _train_py(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test accuracy of the final hard-quantized network:" in result.stdout
+    # The last lines name every file with its size and use.
+    listing = result.stdout[result.stdout.index(f"Wrote {model_dir}/:"):].splitlines()[1:]
+    assert [line.split()[0] for line in listing] == [
+        "model.keras", "model.tflite", "summary.json", "history.csv", "flags.json", "logs/"
+    ]
+    size = os.path.getsize(model_dir / "model.tflite")
+    assert any(line.split()[1:3] == [f"{size / 1000:.1f}", "kB"] and "get_signature_runner" in line
+               for line in listing), listing
     names = set(os.listdir(model_dir))
     assert {"flags.json", "summary.json", "model.keras", "model.tflite", "history.csv", "logs"} <= names
     assert not any(name.startswith(".tmp-") for name in names)
@@ -199,6 +227,10 @@ def test_train_py_on_digits_end_to_end(tmp_path):
     assert summary["config"]["wbits"] == 1 and summary["config"]["method"] == "slb"
     assert summary["parameters"]["quantized_weights"] > 0
     assert len(summary["history"]) == 2 and summary["seconds_per_epoch"] > 0
+    # Two clocks: the whole epoch (calibration and metrics included), its steps alone.
+    for row, whole, steps in zip(summary["history"], summary["epoch_seconds"], summary["train_seconds"]):
+        assert 0 < steps < whole and (row["epoch_seconds"], row["train_seconds"]) == (whole, steps)
+    assert summary["train_seconds_per_epoch"] < summary["seconds_per_epoch"]
     # The saved model is the hard network: evaluating it reproduces the summary's accuracy.
     model = keras.models.load_model(model_dir / "model.keras")
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -377,6 +409,15 @@ def test_bad_input_exits_2_with_one_line_and_destroys_nothing(argv, expected, ex
     assert snapshot(existing_run) == before
 
 
+def test_a_batch_larger_than_the_data_names_the_flag(tmp_path, capsys):
+    status, err = _main([*TINY_FLAGS, "--batch_size=5000", f"--model_dir={tmp_path / 'run'}"], capsys)
+    assert status == 2 and err.strip() == (
+        "train.py: error: Invalid --batch_size=5000: expected at most the 1438 examples of "
+        "digits's training split."
+    ), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_model_dir_problems_exit_2(existing_run, tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")
@@ -492,7 +533,8 @@ def test_command_line_errors_have_no_traceback(existing_run):
     ours = [line for line in result.stderr.splitlines() if not TF_STARTUP_LOG.match(line)]
     assert ours == [
         f"train.py: error: Invalid --model_dir={existing_run}: it holds a run made with --seed=0 "
-        "(here --seed=3); resume it with the same flags or choose another --model_dir."
+        "(here --seed=3); resume it with the same flags or choose another --model_dir, e.g. "
+        f"--model_dir={existing_run}-2 (free)."
     ]
     assert snapshot(existing_run) == before
 

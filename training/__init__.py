@@ -30,8 +30,8 @@ Modules (each imports only those above it):
   config implies).
 - `optimization`: `make_lr_schedule`, `make_optimizer`.
 - `guards`: `RunFailed` / `TrainingDiverged` (a valid run that failed: train.py exits
-  with status 1) and `StopOnNonFinite` (stops a diverging run before its bad epoch is
-  saved).
+  with status 1), `RunInterrupted` (Ctrl-C: status 130) and `StopOnNonFinite` (stops a
+  diverging run before its bad epoch is saved).
 - `lock`: `RunDirLock`, one live run per model_dir (a second one is refused naming the
   holder's PID).
 - `run_dir`: the run's file names, atomic writes (`write_json`), model_dir checks.
@@ -62,7 +62,7 @@ from training.config import (
     resolve,
     run_settings,
 )
-from training.guards import RunFailed, TrainingDiverged
+from training.guards import RunFailed, RunInterrupted, TrainingDiverged
 from training.optimization import SGD_MOMENTUM, STEP_DECAY, make_lr_schedule, make_optimizer
 from training.recipes import RECIPES
 from training.run_dir import (
@@ -82,6 +82,7 @@ from training.strategy import make_strategy
 
 __all__ = [
     "RunFailed",
+    "RunInterrupted",
     "TrainingDiverged",
     "describe",
     "temperature_arguments",

@@ -7,10 +7,12 @@ flag, its value and what is allowed; train.py prints it as one line and exits wi
 """
 
 import dataclasses
+import hashlib
 import math
 import os
 
 import models
+from input_pipeline.sources import DATASETS as NAMED_DATASETS
 from models import method as method_lib
 from training import recipes
 from training.recipes import RECIPES
@@ -49,7 +51,7 @@ class Config:
     to [-1, 1] for 1-bit STE) or a value derived from the data (`steps_per_epoch`: one pass over the training set; `bn_calibration_steps`:
     as many training batches as the validation set (without one, the test set) has, as the
     authors did, used by method "slb" with `sbn` only; `model_dir`:
-    runs/<model>_<method>_w<w>a<a>_<data>). `validation_split` = 0 is the paper's protocol
+    runs/<model>_<method>_w<w>a<a>_<data>, <data> from `data_label`). `validation_split` = 0 is the paper's protocol
     (every training example trains; the test split is evaluated once, at the end).
     `augment` None: the data set's default (pad-crop and flip for cifar10 and image
     folders, random-resized crop and flip for imagenet2012, none for digits and .npz).
@@ -280,10 +282,30 @@ def resolve(config):
     if config.data_dir is not None and not os.path.isdir(config.data_dir):
         raise invalid_flag("data_dir", config.data_dir, "an existing directory (no such directory)")
     if config.model_dir is None:
-        data_name = os.path.splitext(os.path.basename(config.dataset.rstrip("/")))[0]
-        name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_name}"
+        name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_label(config.dataset)}"
         config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
     return config
+
+
+def data_label(dataset):
+    """The data set's part of a default model_dir: the name of a named data set; for a
+    folder or an .npz file its name and a digest of its resolved path, so that two
+    folders named alike (`a/cifar10`, `b/cifar10`) get different run directories.
+
+    Example:
+
+    >>> data_label("digits")
+    'digits'
+    >>> data_label("a/cifar10") != data_label("b/cifar10"), data_label("a/cifar10")[:8]
+    (True, 'cifar10-')
+    >>> data_label("a/cifar10") == data_label("a/cifar10/") == data_label("./a/../a/cifar10")
+    True
+    """
+    if dataset in NAMED_DATASETS:
+        return dataset
+    path = os.path.realpath(dataset)
+    digest = hashlib.sha1(path.encode(errors="surrogateescape")).hexdigest()[:6]
+    return f"{os.path.splitext(os.path.basename(path))[0]}-{digest}"
 
 
 def run_settings(config):

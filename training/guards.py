@@ -1,7 +1,8 @@
 """Failures of a run that was correctly set up: `RunFailed` (train.py exits with status
-1, one line), `write_failure` (the RunFailed of a full disk) and `StopOnNonFinite`, the
+1, one line), `write_failure` (the RunFailed of a full disk), `StopOnNonFinite`, the
 callback that stops a diverging run before its bad epoch reaches the backup, history.csv
-or any saved file.
+or any saved file, and `RunInterrupted` (Ctrl-C: train.py exits with status 130, one
+line saying what is kept and the command that resumes).
 
 Status 1, not 2: the flags and the data were valid (status 2 means "bad input, nothing
 was done"); the run itself failed, and its model_dir keeps what resume needs.
@@ -46,6 +47,49 @@ class TrainingDiverged(RunFailed):
         where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else " (at its end)")
         super().__init__(f"training diverged: {what} became {value} in {where}" + (f"; {advice}" if advice else ""))
         self.what, self.value, self.epoch, self.step, self.advice = what, value, epoch, step, advice
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C (SIGINT) stopped a run; train.py prints `message(command)` and exits 130.
+
+    Attributes:
+        model_dir: the run's directory.
+        phase: what was running ("start-up", "epoch 3/4", "the end of epoch 3/4 (BN
+            calibration, metrics, backup)", "the test evaluation", ...).
+        kept: the last epoch whose backup is complete (0: none yet; None: not known yet,
+            the run stopped before its backup was read; "completed": a completed run,
+            its summary.json written).
+        epochs: the run's epochs.
+
+    Example:
+
+    >>> error = RunInterrupted("runs/x", "epoch 3/4", kept=2, epochs=4)
+    >>> print(error.message("python train.py --epochs=4"))
+    interrupted in epoch 3/4; runs/x keeps the backup of epoch 2/4: `python train.py --epochs=4` resumes the run at epoch 3/4.
+    """
+
+    def __init__(self, model_dir, phase, kept, epochs):
+        super().__init__(f"{model_dir}: interrupted in {phase}")
+        self.model_dir, self.phase, self.kept, self.epochs = model_dir, phase, kept, epochs
+
+    def message(self, command):
+        """The one line for the command line: where, what is kept, the command to go on."""
+        where = f"interrupted in {self.phase}"
+        if self.kept == "completed":
+            return (f"{where}; {self.model_dir} holds the completed run as it was: `{command}` "
+                    "writes what is missing.")
+        if self.kept is None:
+            return (f"{where}, before the training started or resumed; {self.model_dir} is as it "
+                    f"was: `{command}` starts (or resumes) the run.")
+        if self.kept == 0:
+            return (f"{where}, before the first epoch was backed up; nothing to resume in "
+                    f"{self.model_dir}: `{command}` starts the run again.")
+        if self.kept >= self.epochs:
+            return (f"{where}, after the last epoch; {self.model_dir} keeps the backup of epoch "
+                    f"{self.kept}/{self.epochs}: `{command}` finishes the run (test evaluation and "
+                    "files) without training again.")
+        return (f"{where}; {self.model_dir} keeps the backup of epoch {self.kept}/{self.epochs}: "
+                f"`{command}` resumes the run at epoch {self.kept + 1}/{self.epochs}.")
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -173,7 +173,8 @@ def check_model_dir(config, is_chief=True):
                 here = " ".join(f"--{name}={settings.get(name)}" for name in differ)
                 raise UsageError(
                     f"Invalid --model_dir={model_dir}: it holds a run made with {made} (here "
-                    f"{here}); resume it with the same flags or choose another --model_dir."
+                    f"{here}); resume it with the same flags or choose another --model_dir, "
+                    f"e.g. --model_dir={free_model_dir(model_dir)} (free)."
                 )
             summary_path = os.path.join(model_dir, SUMMARY_FILE)
             return _read_json_of_run(config, SUMMARY_FILE) if os.path.exists(summary_path) else None
@@ -181,7 +182,8 @@ def check_model_dir(config, is_chief=True):
         if is_chief and own:  # other workers may race the chief's writes
             raise UsageError(
                 f"Invalid --model_dir={model_dir}: the directory is not empty and holds "
-                f"no {FLAGS_FILE}; choose a new or empty directory."
+                f"no {FLAGS_FILE}; choose a new or empty directory, e.g. "
+                f"--model_dir={free_model_dir(model_dir)} (free)."
             )
         return None
     parent = os.path.dirname(os.path.abspath(model_dir))
@@ -190,6 +192,22 @@ def check_model_dir(config, is_chief=True):
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise invalid_flag("model_dir", model_dir, "a directory that can be created and written")
     return None
+
+
+def free_model_dir(model_dir):
+    """`model_dir` with the first suffix -2, -3, ... that names nothing yet.
+
+    Example:
+
+    >>> os.makedirs("taken", exist_ok=True)
+    >>> free_model_dir("taken")
+    'taken-2'
+    """
+    base = model_dir.rstrip(os.sep)
+    number = 2
+    while os.path.lexists(f"{base}-{number}"):
+        number += 1
+    return f"{base}-{number}"
 
 
 def create_model_dir(config, is_chief, write_flags=True):
@@ -336,3 +354,48 @@ def save_model(model, path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _size(path):
+    """Bytes of a file, or of every file under a directory."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+
+
+def _human(size):
+    for unit in ("bytes", "kB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+def describe_files(model_dir):
+    """The lines train.py ends with: each file of a finished run, its size, how to use it.
+
+    Example:
+
+    >>> os.makedirs("described", exist_ok=True)
+    >>> write_json(os.path.join("described", SUMMARY_FILE), {"test_accuracy": 0.5})
+    >>> print("\\n".join(describe_files("described")))
+    Wrote described/:
+      summary.json     26 bytes  the settings, the final hard test accuracy, timing
+    """
+    uses = {
+        MODEL_FILE: "the trained model: `import slb_keras` then keras.models.load_model(path)",
+        TFLITE_FILE: (
+            "the hard-quantized network for TFLite: ai_edge_litert.interpreter.Interpreter("
+            "model_path=path).get_signature_runner()(image=float32 images) -> logits"
+        ),
+        SUMMARY_FILE: "the settings, the final hard test accuracy, timing",
+        HISTORY_FILE: "one row per epoch (loss, accuracy, val_*, temperature, seconds)",
+        FLAGS_FILE: "the settings that define the run (a rerun must match them)",
+        LOG_DIR: f"TensorBoard: tensorboard --logdir {os.path.join(model_dir, LOG_DIR)}",
+    }
+    lines = [f"Wrote {model_dir.rstrip(os.sep)}{os.sep}:"]
+    for name, use in uses.items():
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            shown = name + (os.sep if os.path.isdir(path) else "")
+            lines.append(f"  {shown:14s} {_human(_size(path)):>10s}  {use}")
+    return lines

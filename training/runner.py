@@ -21,7 +21,7 @@ from models import method as method_lib
 from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
 from training import backup as backup_lib
 from training import schedule
-from training.guards import StopOnNonFinite, TrainingDiverged, is_disk_error, write_failure
+from training.guards import RunInterrupted, StopOnNonFinite, TrainingDiverged, is_disk_error, write_failure
 from training.keras_fixes import multi_worker_fixes
 from training.lock import RunDirLock
 from training.optimization import make_optimizer
@@ -35,6 +35,7 @@ from training.run_dir import (
     append_history,
     check_model_dir,
     create_model_dir,
+    describe_files,
     read_history,
     remove_temporaries,
     save_model,
@@ -62,7 +63,9 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         The summary dict written to summary.json: "config" (all settings), "test_accuracy"
         and "test_loss" (the final hard network, after calibration, on the test split,
         evaluated once after training), "split_sizes" (train / validation / test
-        examples), "seconds_per_epoch", "epoch_seconds" (epochs run by this call),
+        examples), "seconds_per_epoch" and "epoch_seconds" (the whole epochs run by this
+        call: steps, validation, BN calibration, SLB metrics), "train_seconds_per_epoch"
+        and "train_seconds" (their training steps and validation alone),
         "resumed_from_epoch", "parameters" (`models.count_weights`), "history" (every
         epoch's logs; val_* with `validation_split` > 0, on the held-out examples),
         "strategy", "replicas".
@@ -74,6 +77,8 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
         RunFailed: the run diverged (`TrainingDiverged`) or a file could not be
             written (disk full); model_dir keeps the backup of the last good epoch and
             no model.keras, model.tflite or summary.json of this run.
+        RunInterrupted: Ctrl-C (KeyboardInterrupt) during the run, saying where and
+            which epoch's backup model_dir keeps (the same call resumes from it).
 
     Example:
 
@@ -100,8 +105,15 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
             config.dataset, config.data_dir, config.image_size, config.validation_split,
             config.augment,
         )
-        full_pass = info.steps_per_epoch(config.batch_size)  # refuses a batch larger than the data
+        if config.batch_size > info.num_train:
+            raise invalid_flag(
+                "batch_size", config.batch_size,
+                f"at most the {info.num_train} examples of {config.dataset}'s training split",
+            )
+        full_pass = info.steps_per_epoch(config.batch_size)
         steps_per_epoch = config.steps_per_epoch or full_pass
+    except UsageError:
+        raise
     except ValueError as error:  # DatasetNotFoundError and DataError included
         message = str(error)  # data errors start with "<path>: ", as the flag would
         if not message.startswith(f"{config.dataset}: "):
@@ -133,7 +145,11 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
     with lock:
         done = check_model_dir(config, is_chief)  # again, now that no other run can change it
         if done is not None:
-            return _finish_completed(config, done, is_chief)
+            try:
+                return _finish_completed(config, done, is_chief)
+            except KeyboardInterrupt:
+                raise RunInterrupted(config.model_dir, f"the export of {TFLITE_FILE}", "completed",
+                                     config.epochs) from None
         create_model_dir(config, is_chief)
         if is_chief:
             remove_temporaries(config.model_dir)
@@ -175,6 +191,16 @@ def _run_locked(config, strategy, info, steps_per_epoch, is_chief, task_id, data
 
 
 def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override):
+    """`_train_body`, a Ctrl-C in it raised as a `RunInterrupted` saying what is kept."""
+    clock = _EpochClock()
+    try:
+        return _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override, clock)
+    except KeyboardInterrupt:
+        phase = clock.phase if clock.kept is not None else "start-up"
+        raise RunInterrupted(config.model_dir, phase, clock.kept, config.epochs) from None
+
+
+def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override, clock):
     model_dir = config.model_dir
     backup_dir = os.path.join(model_dir, BACKUP_DIR if is_chief else f"{BACKUP_DIR}-worker{task_id}")
     with strategy.scope():
@@ -206,6 +232,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
         backup_lib.restore(backup, model, config, info)  # the last completed epoch, if any
     step = int(model.optimizer.iterations.numpy())
     initial_epoch = min(step // steps_per_epoch, config.epochs)
+    clock.restored(initial_epoch, config.epochs)
     backup_lib.agree_backup_metadata(backup_dir, initial_epoch)
     if is_chief:
         truncate_history(os.path.join(model_dir, HISTORY_FILE), initial_epoch)  # epochs re-run
@@ -255,8 +282,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
     if config.method != "slb" or not config.sbn:
         calibration_steps = 0  # no hard statistics to calibrate
 
-    timer = _EpochTimer()
-    callbacks = [timer]
+    callbacks = [clock.start]
     if config.method == "slb":
         callbacks += _slb_callbacks(
             config,
@@ -266,13 +292,13 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             os.path.join(model_dir, LOG_DIR) if is_chief else None,
             every_epoch=validation_ds is not None,
         )
-    callbacks.append(StopOnNonFinite())  # after BN calibration, before anything is saved
+    callbacks += [StopOnNonFinite(), clock.end]  # after BN calibration, before anything is saved
     if is_chief:
         history_path = os.path.join(model_dir, HISTORY_FILE)
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: append_history(history_path, epoch, logs)
         ))
-    callbacks.append(backup)
+    callbacks += [backup, clock.saved]
     if is_chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR)))
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
@@ -287,42 +313,84 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
             callbacks=callbacks,
             verbose=verbose,
         )
+        clock.phase = "the test evaluation"
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)  # once, at the end
     summary = _make_summary(
-        config, model, strategy, info, steps_per_epoch, initial_epoch, timer.seconds, test_loss, test_accuracy
+        config, model, strategy, info, steps_per_epoch, initial_epoch, clock, test_loss, test_accuracy
     )
     if is_chief:
+        clock.phase = f"writing {MODEL_FILE}"
         save_model(model, os.path.join(model_dir, MODEL_FILE))
         if config.export:
+            clock.phase = f"the export of {TFLITE_FILE}"
             _export_tflite(config, model)
             summary["tflite_file"] = TFLITE_FILE
+        clock.phase = f"writing {SUMMARY_FILE}"
         summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))
         write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
     backup_lib.remove_dir(backup_dir)
     if is_chief:
         print(
             f"Test accuracy of the final hard-quantized network: {test_accuracy:.4f} "
-            f"({info.num_test} test images, {config.method}, W{config.wbits}/A{config.abits}); "
-            f"summary in {model_dir}/{SUMMARY_FILE}",
+            f"({info.num_test} test images, {config.method}, W{config.wbits}/A{config.abits})",
             flush=True,
         )
+        print("\n".join(describe_files(model_dir)), flush=True)
     return summary
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` (training + validation wall time) to the epoch logs."""
+class _EpochClock:
+    """Times every epoch and follows how far the run got (for an interrupt's message).
+
+    Three callbacks, placed by `_train`: `start` first, `end` after BN calibration, the
+    SLB metrics and the non-finite check, `saved` after the backup. Each epoch's logs
+    (the progress line, history.jsonl, TensorBoard) get
+    `train_seconds`: the training steps and the validation (Keras's fit loop up to the
+    end-of-epoch callbacks), and `epoch_seconds`: the whole epoch, that plus the
+    end-of-epoch work; only the history line and the backup are written after it.
+    `kept` is the last epoch (1-based) whose backup is complete (None until the backup
+    is read), `phase` what runs now.
+
+    Example:
+
+    >>> clock = _EpochClock()
+    >>> clock.restored(initial_epoch=2, epochs=4)
+    >>> clock.phase, clock.kept
+    ('start-up', 2)
+    """
 
     def __init__(self):
-        super().__init__()
-        self.seconds = []
+        self.train_seconds, self.epoch_seconds = [], []
+        self.kept = None  # not known before the backup is read
+        self.epochs = None
+        self.phase = "start-up"
+        self.start = keras.callbacks.LambdaCallback(
+            on_epoch_begin=self._begin, on_epoch_end=self._steps_done
+        )
+        self.end = keras.callbacks.LambdaCallback(on_epoch_end=self._end)
+        self.saved = keras.callbacks.LambdaCallback(on_epoch_end=self._saved)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def restored(self, initial_epoch, epochs):
+        """The backup (if any) is read: `initial_epoch` epochs are kept, of `epochs`."""
+        self.kept, self.epochs = initial_epoch, epochs
+
+    def _begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self.phase = f"epoch {epoch + 1}/{self.epochs}"
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+    def _steps_done(self, epoch, logs=None):
+        self.train_seconds.append(time.perf_counter() - self._start)
+        self.phase = f"the end of epoch {epoch + 1}/{self.epochs} (BN calibration, metrics, backup)"
         if logs is not None:
-            logs["epoch_seconds"] = self.seconds[-1]
+            logs["train_seconds"] = self.train_seconds[-1]
+
+    def _end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        if logs is not None:
+            logs["epoch_seconds"] = self.epoch_seconds[-1]
+
+    def _saved(self, epoch, logs=None):
+        self.kept = epoch + 1
 
 
 def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_dir, every_epoch):
@@ -378,10 +446,11 @@ def _finish_completed(config, done, is_chief):
 
 
 def _make_summary(
-    config, model, strategy, info, steps_per_epoch, initial_epoch, epoch_seconds, test_loss, test_accuracy
+    config, model, strategy, info, steps_per_epoch, initial_epoch, clock, test_loss, test_accuracy
 ):
     """The run's summary: config, the recipe's derived values, final hard test accuracy,
-    split sizes, timing."""
+    split sizes, timing (`clock`: the `_EpochClock` of the epochs this call trained)."""
+    epoch_seconds, train_seconds = clock.epoch_seconds, clock.train_seconds
     return {
         "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},
         "recipe": schedule.recipe_record(config, steps_per_epoch),
@@ -390,7 +459,9 @@ def _make_summary(
         "split_sizes": {"train": info.num_train, "validation": info.num_validation, "test": info.num_test}, "class_sizes": info.class_sizes,
         "resumed_from_epoch": initial_epoch,
         "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
+        "train_seconds_per_epoch": (sum(train_seconds) / len(train_seconds)) if train_seconds else None,
         "epoch_seconds": list(epoch_seconds),
+        "train_seconds": list(train_seconds),
         "parameters": models.count_weights(model),
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
