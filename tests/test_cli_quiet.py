@@ -126,12 +126,12 @@ def test_filtered_stderr_passes_what_is_not_the_startup_log():
 
 
 def test_export_cli_parses_and_checks_before_importing_keras(tmp_path):
-    # slb_keras/export.py on its own (not through the package, whose __init__ imports Keras).
+    # src/slb_keras/export.py on its own (not through the package, whose __init__ imports Keras).
     empty = tmp_path / "empty.keras"
     empty.write_bytes(b"")
     code = textwrap.dedent(f"""
         import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("export_cli", "slb_keras/export.py")
+        spec = importlib.util.spec_from_file_location("export_cli", "src/slb_keras/export.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         for argv in (["--help"], ["--model=m.keras"], ["--model={empty}", "--out={tmp_path / 'm.tflite'}"]):

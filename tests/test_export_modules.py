@@ -22,8 +22,8 @@ EXPORT_MODULES = [
 
 
 def slb_imports(name):
-    """The slb_keras modules that slb_keras/<name>.py imports."""
-    tree = ast.parse(open(os.path.join(ROOT, "slb_keras", f"{name}.py")).read())
+    """The slb_keras modules that src/slb_keras/<name>.py imports."""
+    tree = ast.parse(open(os.path.join(ROOT, "src", "slb_keras", f"{name}.py")).read())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "slb_keras":

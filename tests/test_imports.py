@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "slb_keras"
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "src" / "slb_keras"
 
 
 def _module_name(path):

@@ -281,7 +281,7 @@ def test_method_settings():
 
 @pytest.mark.parametrize("module", [models, method_lib, vgg_small_module, resnet_cifar, resnet_imagenet])
 def test_docstring_examples(module):
-    # setup.cfg collects doctests under slb_keras/ and tests/ only; run models/'s here.
+    # setup.cfg collects doctests under src/slb_keras/ and tests/ only; run models/'s here.
     result = doctest.testmod(
         module, extraglobs={"np": np, "keras": keras, "tf": tf, "slb_keras": slb_keras}, optionflags=doctest.ELLIPSIS
     )

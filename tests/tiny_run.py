@@ -71,7 +71,7 @@ def snapshot(directory):
 def package_doctests(package):
     """Runs the examples of `package` and of each of its modules; {module name: examples run}.
 
-    setup.cfg collects doctests under slb_keras/ and tests/ only, so the tests
+    setup.cfg collects doctests under src/slb_keras/ and tests/ only, so the tests
     of the other packages run theirs with this. Fails on the first module with
     a failing example.
     """
