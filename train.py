@@ -238,13 +238,6 @@ def _interrupted(message):
     sys.exit(130)
 
 
-def _interrupted_at_start():
-    _interrupted(
-        "interrupted in start-up, before the training started or resumed; nothing was "
-        f"changed: `{_command_line()}` starts (or resumes) the run."
-    )
-
-
 def _parse_flags(argv):
     if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):  # help is no error: status 0
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
@@ -262,12 +255,9 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # absl turns its default to INFO after parsing:
         logging.set_verbosity(logging.WARNING)  # no INFO lines of TF's exporter in the run
     # Imported here, so that a mistyped flag is reported before TensorFlow starts.
-    try:
-        with _quiet_tensorflow_start():
-            import input_pipeline
-            import training
-    except KeyboardInterrupt:
-        _interrupted_at_start()
+    with _quiet_tensorflow_start():
+        import input_pipeline
+        import training
 
     try:
         if FLAGS.show_recipe:
@@ -285,8 +275,6 @@ def main(argv):
         training.run(FLAGS)
     except training.RunInterrupted as error:
         _interrupted(error.message(_command_line()))
-    except KeyboardInterrupt:  # before the run took its model_dir
-        _interrupted_at_start()
     except (training.UsageError, input_pipeline.DatasetNotFoundError) as error:
         _fail(error)
     except training.RunFailed as error:  # valid input, failed run (diverged, disk full)
@@ -297,5 +285,8 @@ def main(argv):
 if __name__ == "__main__":
     try:
         app.run(main, flags_parser=_parse_flags)
-    except KeyboardInterrupt:  # while absl parsed the flags
-        _interrupted_at_start()
+    except KeyboardInterrupt:  # before training.run took its model_dir (imports, data checks)
+        _interrupted(
+            "interrupted in start-up, before the training started or resumed; nothing was "
+            f"changed: `{_command_line()}` starts (or resumes) the run."
+        )

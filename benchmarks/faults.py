@@ -236,7 +236,7 @@ def _compare(model_dir, reference_dir):
     summary, reference = (
         training.read_json(os.path.join(d, training.SUMMARY_FILE)) for d in (model_dir, reference_dir)
     )
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in ("epoch_seconds", "train_seconds")} for row in rows]
     if strip(summary["history"]) != strip(reference["history"]):
         problems.append("history differs")
     for key in ("test_accuracy", "test_loss"):

@@ -105,20 +105,17 @@ def run(flags_or_config, datasets_override=None, strategy_override=None):
             config.dataset, config.data_dir, config.image_size, config.validation_split,
             config.augment,
         )
-        if config.batch_size > info.num_train:
-            raise invalid_flag(
-                "batch_size", config.batch_size,
-                f"at most the {info.num_train} examples of {config.dataset}'s training split",
-            )
-        full_pass = info.steps_per_epoch(config.batch_size)
-        steps_per_epoch = config.steps_per_epoch or full_pass
-    except UsageError:
-        raise
     except ValueError as error:  # DatasetNotFoundError and DataError included
         message = str(error)  # data errors start with "<path>: ", as the flag would
         if not message.startswith(f"{config.dataset}: "):
             message = f"{config.dataset}: {message}"
         raise UsageError(f"--dataset={message}") from None
+    if config.batch_size > info.num_train:  # what info.steps_per_epoch refuses, named by its flag
+        raise invalid_flag(
+            "batch_size", config.batch_size,
+            f"at most the {info.num_train} examples of {config.dataset}'s training split",
+        )
+    steps_per_epoch = config.steps_per_epoch or info.steps_per_epoch(config.batch_size)
     height, width = info.input_shape[:2]
     if min(height, width) < MIN_IMAGE_SIZE:
         raise UsageError(
@@ -196,8 +193,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
     try:
         return _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override, clock)
     except KeyboardInterrupt:
-        phase = clock.phase if clock.kept is not None else "start-up"
-        raise RunInterrupted(config.model_dir, phase, clock.kept, config.epochs) from None
+        raise RunInterrupted(config.model_dir, clock.phase, clock.kept, config.epochs) from None
 
 
 def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override, clock):
@@ -344,7 +340,7 @@ class _EpochClock:
 
     Three callbacks, placed by `_train`: `start` first, `end` after BN calibration, the
     SLB metrics and the non-finite check, `saved` after the backup. Each epoch's logs
-    (the progress line, history.jsonl, TensorBoard) get
+    (the progress line, history.csv, TensorBoard) get
     `train_seconds`: the training steps and the validation (Keras's fit loop up to the
     end-of-epoch callbacks), and `epoch_seconds`: the whole epoch, that plus the
     end-of-epoch work; only the history line and the backup are written after it.
@@ -450,7 +446,6 @@ def _make_summary(
 ):
     """The run's summary: config, the recipe's derived values, final hard test accuracy,
     split sizes, timing (`clock`: the `_EpochClock` of the epochs this call trained)."""
-    epoch_seconds, train_seconds = clock.epoch_seconds, clock.train_seconds
     return {
         "config": {**dataclasses.asdict(config), "lr_step_epochs": list(config.lr_step_epochs)},
         "recipe": schedule.recipe_record(config, steps_per_epoch),
@@ -458,10 +453,10 @@ def _make_summary(
         "test_loss": float(test_loss),
         "split_sizes": {"train": info.num_train, "validation": info.num_validation, "test": info.num_test}, "class_sizes": info.class_sizes,
         "resumed_from_epoch": initial_epoch,
-        "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
-        "train_seconds_per_epoch": (sum(train_seconds) / len(train_seconds)) if train_seconds else None,
-        "epoch_seconds": list(epoch_seconds),
-        "train_seconds": list(train_seconds),
+        "seconds_per_epoch": _mean(clock.epoch_seconds),
+        "train_seconds_per_epoch": _mean(clock.train_seconds),
+        "epoch_seconds": list(clock.epoch_seconds),
+        "train_seconds": list(clock.train_seconds),
         "parameters": models.count_weights(model),
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
@@ -470,3 +465,8 @@ def _make_summary(
         "keras": keras.__version__,
         "slb_keras": slb_keras.__version__,
     }
+
+
+def _mean(values):
+    """The mean of `values`, None for none (a resumed run with no epoch left)."""
+    return sum(values) / len(values) if values else None
