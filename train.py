@@ -48,7 +48,13 @@ flags.DEFINE_string(
     "cifar10 | imagenet2012 | digits | a .npz file (x_train, y_train, x_test, y_test) | "
     f"a directory of class folders ({RECIPE}).",
 )
-flags.DEFINE_string("data_dir", None, "TFDS data directory (ImageNet: <data_dir>/downloads/manual).")
+flags.DEFINE_string(
+    "data_dir", None,
+    "Where --dataset=cifar10 / imagenet2012 look offline: a TFDS data directory (ImageNet: the "
+    "tars in <data_dir>/downloads/manual); for cifar10 also the python version "
+    "(cifar-10-batches-py/) or an image folder of its 10 class folders. Any image folder or "
+    ".npz file can instead be passed as --dataset=PATH.",
+)
 flags.DEFINE_integer("image_size", None, "Image side (default: the data set's).")
 flags.DEFINE_float(
     "validation_split", 0.0,

@@ -4,7 +4,7 @@ One line per (method variant, W/A) given in `--series` (default: fp, SLB W1/A1 a
 W1/A1), each point the mean over seeds at one budget with its standard deviation as an
 error bar; the x axis is logarithmic up to the authors' 400 epochs, where the paper's
 numbers are marked, so the trend towards them shows. Needs matplotlib
-(`pip install matplotlib`).
+(`pip install -e '.[benchmarks]'`).
 
 Example:
 
