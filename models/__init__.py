@@ -30,10 +30,10 @@ from models.method import Method
 from models.resnet_cifar import resnet20
 from models.resnet_imagenet import resnet18
 from slb_keras import checks
-from slb_keras.ste import STEConv2D
-from slb_keras.ste import STEDense
+from slb_keras.conversion import to_slb_model
+from slb_keras.layers import STEConv2D
+from slb_keras.layers import STEDense
 from slb_keras.ste import dorefa_weight
-from slb_keras.ste import to_slb_model
 from models.vgg_small import vgg_small
 
 MODELS = {

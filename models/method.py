@@ -140,7 +140,7 @@ class Method:
         common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), **kwargs)
         if self.method == "slb":
             return slb_keras.SLBConv2D(logits_initializer=self._logits_initializer(), **common)
-        return ste.STEConv2D(kernel_initializer="he_normal", kernel_constraint=self._ste_constraint(), **common)
+        return slb_keras.STEConv2D(kernel_initializer="he_normal", kernel_constraint=self._ste_constraint(), **common)
 
     def dense(self, units, *, name, quantized=True, **kwargs):
         """A dense layer; quantized per the method unless `quantized=False`."""
@@ -149,7 +149,7 @@ class Method:
         common = dict(wbits=self.wbits, input_quantizer=self.input_quantizer(), name=name)
         if self.method == "slb":
             return slb_keras.SLBDense(units, logits_initializer=self._logits_initializer(), **common, **kwargs)
-        return ste.STEDense(units, kernel_constraint=self._ste_constraint(), **common, **kwargs)
+        return slb_keras.STEDense(units, kernel_constraint=self._ste_constraint(), **common, **kwargs)
 
     def _logits_initializer(self):
         return initializers.QuadraticLogits() if self.logits_init == "quadratic" else "random_normal"

@@ -201,12 +201,12 @@ def test_dorefa_weight_gradient_is_straight_through():
 
 
 def test_ste_layers_quantize_kernel_and_inputs():
-    layer = ste.STEConv2D(3, 3, wbits=1, input_quantizer="ste_sign", use_bias=True)
+    layer = slb_keras.STEConv2D(3, 3, wbits=1, input_quantizer="ste_sign", use_bias=True)
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype("float32")
     y = layer(x)
     reference = tf.nn.conv2d(np.sign(x) + (x == 0), np.sign(layer.kernel.numpy()) + (layer.kernel.numpy() == 0), 1, "VALID")
     np.testing.assert_allclose(y, reference + layer.bias.numpy(), rtol=1e-5, atol=1e-5)
-    dense = ste.STEDense(4, wbits=2, activation="relu")
+    dense = slb_keras.STEDense(4, wbits=2, activation="relu")
     out = dense(x[:, 0, 0, :])
     expected = np.maximum(x[:, 0, 0, :] @ dense.quantized_kernel().numpy() + dense.bias.numpy(), 0)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
@@ -221,7 +221,7 @@ def test_ste_model_converts_to_the_slb_model_of_equal_hard_network():
     x = _images(model, batch=4)
     model(x, training=True)
     model.get_layer("stage1_block1_conv1").input_quantizer.alpha.assign(3.0)
-    converted = ste.to_slb_model(model)
+    converted = slb_keras.to_slb_model(model)
     assert [l.name for l in converted.layers] == [l.name for l in model.layers]
     assert not any(isinstance(l, ste.STELayerMixin) for l in converted.layers)
     assert len(slb_keras.slb_layers(converted)) == 20
@@ -231,11 +231,11 @@ def test_ste_model_converts_to_the_slb_model_of_equal_hard_network():
 
 def test_ste_layers_bad_arguments():
     with pytest.raises(ValueError, match="wbits=9"):
-        ste.STEDense(3, wbits=9)
+        slb_keras.STEDense(3, wbits=9)
     with pytest.raises(ValueError, match="data_format"):
-        ste.STEConv2D(3, 3, data_format="channels_first")
+        slb_keras.STEConv2D(3, 3, data_format="channels_first")
     with pytest.raises(ValueError, match="input_quantizer"):
-        ste.STEDense(3, input_quantizer="nope")
+        slb_keras.STEDense(3, input_quantizer="nope")
 
 
 # --- argument validation ------------------------------------------------------------------
@@ -352,7 +352,7 @@ def test_authors_blocks_train_and_convert_to_slb_from_ste(name):
     x = _images(model, batch=4)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, np.arange(4), epochs=1, verbose=0)
-    converted = ste.to_slb_model(model)
+    converted = slb_keras.to_slb_model(model)
     np.testing.assert_allclose(converted(x, training=False), model(x, training=False), rtol=1e-4, atol=1e-4)
 
 

@@ -416,7 +416,7 @@ def _slb_callbacks(config, calibration_ds, total_steps, calibration_steps, log_d
 def _export_tflite(config, model):
     """Writes the run's model.tflite; STE layers go out as the SLB layers of the same hard
     kernel (exact int8)."""
-    exported = slb_keras.ste.to_slb_model(model) if config.method == "ste" else model
+    exported = slb_keras.to_slb_model(model) if config.method == "ste" else model
     slb_keras.export_tflite(exported, os.path.join(config.model_dir, TFLITE_FILE))
 
 

@@ -20,6 +20,7 @@ from slb_keras.callbacks import SLBMetrics
 from slb_keras.initializers import QuadraticLogits
 from slb_keras.layers import SLBConv1D
 from slb_keras.layers import SLBConv2D
+from slb_keras.layers import SLBConv2DTranspose
 from slb_keras.layers import SLBDense
 from slb_keras.layers import SLBDepthwiseConv2D
 from slb_keras.layers import SLBLayerMixin
@@ -33,10 +34,10 @@ from slb_keras.optimizers import CoupledSGD
 from slb_keras.quantizers import ActivationQuantizer
 from slb_keras.quantizers import PACTQuantizer
 from slb_keras.conversion import quantize_model
+from slb_keras.layers import STEConv2D
+from slb_keras.layers import STEDense
 from slb_keras.ste import ClipWeights
-from slb_keras.ste import STEConv2D
-from slb_keras.ste import STEDense
-from slb_keras.ste import to_slb_model
+from slb_keras.conversion import to_slb_model
 from slb_keras.summary import LayerSummary
 from slb_keras.summary import ModelSummary
 from slb_keras.summary import summary
@@ -86,6 +87,7 @@ __all__ = [
     "QuadraticLogits",
     "SLBConv1D",
     "SLBConv2D",
+    "SLBConv2DTranspose",
     "SLBDense",
     "SLBDepthwiseConv2D",
     "SLBLayerMixin",

@@ -1,11 +1,12 @@
-"""Conversion of a float Keras model into an SLB model: `quantize_model`.
+"""Conversion into SLB models: `quantize_model` (float models), `to_slb_model` (STE ones).
 
 `quantize_model` clones a Sequential or Functional model (nested ones too) with
 `keras.models.clone_model`, replacing
 
-- `Conv2D`, `DepthwiseConv2D`, `Conv1D`, `Dense` by `SLBConv2D`,
-  `SLBDepthwiseConv2D`, `SLBConv1D`, `SLBDense` (same configuration, plus
-  `wbits` and an `input_quantizer` for the activation bits),
+- every stock layer of a layer family with an SLB class
+  (`slb_keras.layers.FAMILIES`: `Conv2D`, `DepthwiseConv2D`, `Conv1D`, `Conv2DTranspose`, `Dense`)
+  by that class (`SLBConv2D`, ...: same configuration, plus `wbits` and an
+  `input_quantizer` for the activation bits),
 - `BatchNormalization` by `StateBatchNormalization`,
 
 and copies every other weight of the float model into the clone.
@@ -46,8 +47,8 @@ from slb_keras import float_init
 from slb_keras import graph
 from slb_keras import layers as slb_layers_lib
 from slb_keras import value_sets
-from slb_keras.conversion_plan import CONVERTIBLE
 from slb_keras.normalization import StateBatchNormalization
+from slb_keras.ste import STELayerMixin
 
 INITS = ("float", "random")
 
@@ -57,7 +58,8 @@ def quantize_model(
 ):
     """Clones a float Keras model into an SLB model with low-bit weights.
 
-    Conv2D, DepthwiseConv2D, Conv1D and Dense layers become SLB layers with
+    Conv2D, DepthwiseConv2D, Conv1D, Conv2DTranspose and Dense layers (every layer
+    family with an SLB class, `slb_keras.layers.FAMILIES`) become SLB layers with
     `wbits`-bit weights whose inputs are quantized to `abits` bits;
     BatchNormalization becomes StateBatchNormalization; everything else is
     cloned as it is. All weights the clone keeps (biases, batch norm, float
@@ -172,7 +174,7 @@ def quantize_model(
             new = StateBatchNormalization.from_config(config)
         elif action is not None:
             layer_wbits, layer_abits = action
-            new = CONVERTIBLE[type(layer)].from_config(
+            new = slb_layers_lib.convertible(layer).slb_class.from_config(
                 {
                     **config,
                     "wbits": layer_wbits,
@@ -205,6 +207,53 @@ def quantize_model(
             fold = follower is not None and _can_fold(old, follower)
             float_init.init_slb_layer(old, new, init, new_of[id(follower)] if fold else None)
     return clone
+
+
+def to_slb_model(model):
+    """The same network with every STE layer replaced by the SLB layer of equal hard kernel.
+
+    An SLB layer whose logits put the largest value on the STE layer's quantized kernel
+    computes exactly what the STE layer computes at inference, so the result can go
+    through the SLB tools (`slb_keras.export_tflite`: int8 kernels, exact). All other
+    layers and weights are copied unchanged.
+
+    Args:
+        model: a functional or sequential Keras model holding STE layers (`STEConv2D`, `STEDense`).
+
+    Returns:
+        A new model with the SLB layer of each STE layer's family in its place.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.STEDense(3, wbits=2, input_quantizer="dorefa2")])
+    >>> slb = to_slb_model(model)
+    >>> type(slb.layers[0]).__name__
+    'SLBDense'
+    >>> x = np.random.rand(2, 4).astype("float32")
+    >>> bool(np.all(slb(x, training=False).numpy() == model(x).numpy()))
+    True
+    """
+    def clone(layer):
+        config = layer.get_config()
+        family = slb_layers_lib.family_of(layer)
+        if family is not None and type(layer) is family.ste_class:
+            for unused in ("kernel_initializer", "kernel_constraint"):
+                config.pop(unused, None)
+            return family.slb_class.from_config(config)
+        return layer.__class__.from_config(config)
+
+    converted = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, converted.layers):
+        if isinstance(old, STELayerMixin):
+            new.assign_kernel(old.quantized_kernel())
+            if old.bias is not None:
+                new.bias.assign(old.bias)
+            if old.input_quantizer is not None:
+                for source, target in zip(old.input_quantizer.weights, new.input_quantizer.weights):
+                    target.assign(source)
+        else:
+            new.set_weights(old.get_weights())
+    return converted
 
 
 # -- weights -----------------------------------------------------------------------

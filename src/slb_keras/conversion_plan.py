@@ -32,16 +32,9 @@ from slb_keras import layers as slb_layers_lib
 from slb_keras import quantizers
 from slb_keras import value_sets
 
-# The Keras layers quantize_model converts, and their SLB versions.
-CONVERTIBLE = {
-    keras.layers.Conv1D: slb_layers_lib.SLBConv1D,
-    keras.layers.Conv2D: slb_layers_lib.SLBConv2D,
-    keras.layers.DepthwiseConv2D: slb_layers_lib.SLBDepthwiseConv2D,
-    keras.layers.Dense: slb_layers_lib.SLBDense,
-}
-
-# Layers with a weight kernel (checks.KERNEL_LAYERS) are the candidates for
-# quantization; those that are not exactly one of CONVERTIBLE cannot be converted.
+# Which Keras layers quantize_model converts is the layer families' to say
+# (`slb_keras.layers.convertible`): a stock layer of a family with an SLB class.
+# The other layers with a weight kernel (checks.KERNEL_LAYERS) are refused.
 
 _CONFIG_KEYS = ("wbits", "abits")
 
@@ -136,7 +129,7 @@ def check_layer_config(layer_config, leaves):
 
 
 def _unconvertible_reason(layer):
-    if type(layer) not in CONVERTIBLE:
+    if slb_layers_lib.convertible(layer) is None:
         return f"{type(layer).__name__} has no SLB version"
     for name in ("kernel_constraint", "depthwise_constraint"):
         if getattr(layer, name, None) is not None:

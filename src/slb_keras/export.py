@@ -216,7 +216,6 @@ def main(argv=None):
         from slb_keras import normalization  # noqa: F401
         from slb_keras import optimizers  # noqa: F401
         from slb_keras import quantizers  # noqa: F401
-        from slb_keras import ste  # noqa: F401
 
         try:
             model = keras.models.load_model(args.model)

@@ -26,6 +26,7 @@ import math
 import keras
 import numpy as np
 
+from slb_keras import layers as slb_layers_lib
 from slb_keras import value_sets
 from slb_keras.normalization import StateBatchNormalization
 
@@ -49,10 +50,8 @@ def to_numpy(value):
 
 
 def _matrix(layer, kernel):
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        # (kh, kw, in, multiplier): output channel c = in_index * multiplier + m.
-        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
-    return kernel.reshape(-1, kernel.shape[-1])
+    """The kernel as [taps x inputs, output channels], as its family lays it out."""
+    return slb_layers_lib.family_of(layer).as_matrix(kernel)
 
 
 def channel_scale(matrix, bits):
@@ -140,7 +139,7 @@ def init_slb_layer(old, new, init, bn):
     kernel = to_numpy(old.kernel)
     bits = new.wbits
     matrix = _matrix(old, kernel)
-    u = (matrix / channel_scale(matrix, bits)).reshape(kernel.shape)
+    u = slb_layers_lib.family_of(old).from_matrix(matrix / channel_scale(matrix, bits), kernel.shape)
     tau = float(to_numpy(new.temperature))
     new.kernel_logits.assign(distance_logits(u, bits, tau))
     hard = _matrix(old, to_numpy(new.hard_kernel()))

@@ -34,17 +34,6 @@ from slb_keras import layers as slb_layers_module
 from slb_keras import normalization
 from slb_keras import quantizers
 
-# The layers a batch norm folds into: their kernel's last axis (the last two for
-# DepthwiseConv2D) is the output channel, as `_folded_weights` needs. Not all of
-# checks.KERNEL_LAYERS: transposed and separable convolutions and EinsumDense
-# lay their kernels out otherwise.
-_FOLD_INTO = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.DepthwiseConv2D,
-)
 _SLB_CONFIG_KEYS = ("wbits", "input_quantizer", "logits_initializer")
 
 
@@ -344,7 +333,10 @@ def _foldable_producer(layer, consumers, producers):
     if not isinstance(layer, keras.layers.BatchNormalization):
         return None
     producer = graph.sole(producers.get(id(layer)))  # None if called twice
-    if not isinstance(producer, _FOLD_INTO) or len(producers.get(id(producer), ())) != 1:
+    # A layer family knows which kernel axes are its output channels
+    # (`LayerFamily.output_axes`), as `_folded_weights` needs; separable and einsum
+    # layers have no family.
+    if slb_layers_module.family_of(producer) is None or len(producers.get(id(producer), ())) != 1:
         return None
     if graph.sole(consumers.get(id(producer))) is not layer:
         return None
@@ -361,15 +353,14 @@ def _foldable_producer(layer, consumers, producers):
 
 def _folded_weights(layer, batch_norm):
     kernel = ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    channels = kernel.shape[-1] * (
-        kernel.shape[-2] if isinstance(layer, keras.layers.DepthwiseConv2D) else 1
-    )
+    family = slb_layers_module.family_of(layer)
+    channels = family.output_channels(kernel.shape)
     bias = ops.convert_to_numpy(layer.bias) if layer.use_bias else np.zeros(channels)
     gamma = ops.convert_to_numpy(batch_norm.gamma) if batch_norm.scale else np.ones(channels)
     beta = ops.convert_to_numpy(batch_norm.beta) if batch_norm.center else np.zeros(channels)
     mean = ops.convert_to_numpy(batch_norm.moving_mean).astype(np.float64)
     variance = ops.convert_to_numpy(batch_norm.moving_variance).astype(np.float64)
     scale = gamma / np.sqrt(variance + batch_norm.epsilon)
-    kernel = kernel * scale.reshape(kernel.shape[-2:] if channels != kernel.shape[-1] else -1)
+    kernel = kernel * scale.reshape(family.channel_shape(kernel.shape))
     bias = (bias - mean) * scale + beta
     return [kernel.astype(np.float32), bias.astype(np.float32)]

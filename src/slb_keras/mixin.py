@@ -14,7 +14,7 @@ and its `call(inputs, training)` says what it computes:
    `training=True` (or while `soft_inference` is on), else
    W_hard = v[argmax_k A_k] (what is deployed);
 3. `apply_kernel(inputs, kernel)`, the layer family's own linear op (defined
-   by each class in `slb_keras.layers`);
+   by each class in `slb_keras.layers`, its family's `linear`);
 4. one shared tail: bias, then activation.
 
 The `kernel` attribute is always the hard kernel (a computed tensor, not a
@@ -32,6 +32,7 @@ from keras import ops
 from slb_keras import ops as slb_ops
 from slb_keras import quantizers
 from slb_keras import value_sets
+from slb_keras.family import bias_and_activation
 
 
 class SLBLayerMixin:
@@ -251,24 +252,3 @@ class SLBLayerMixin:
             "logits_initializer": keras.initializers.serialize(self.logits_initializer),
         }
 
-
-def bias_and_activation(layer, outputs):
-    """The shared tail of a Keras conv / dense `layer` after its linear op: bias, activation.
-
-    Also used by the TFLite export on the plain Keras layers of the inference model.
-
-    Example:
-
-    >>> layer = keras.layers.Dense(2, activation="relu", bias_initializer="ones")
-    >>> layer.build((None, 3))
-    >>> ops.convert_to_numpy(bias_and_activation(layer, ops.convert_to_tensor([[-2.0, 0.5]]))).tolist()
-    [[0.0, 1.5]]
-    """
-    if layer.use_bias:
-        bias = layer.bias
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
-        outputs = ops.add(outputs, bias)
-    if layer.activation is not None:
-        outputs = layer.activation(outputs)
-    return outputs

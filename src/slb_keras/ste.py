@@ -1,7 +1,8 @@
 """The paper's baseline: latent float weights quantized with a straight-through estimator.
 
-`STEConv2D` and `STEDense` are the Keras layers with one change: the kernel used in
-`call` is the DoReFa weight quantization of the latent float kernel onto the SAME value
+`STELayerMixin` makes a Keras kernel layer its STE version (`slb_keras.STEConv2D` and
+`slb_keras.STEDense`, in their family modules under `slb_keras.layers`): the Keras layer
+with one change, the kernel used in `call` is the DoReFa weight quantization of the latent float kernel onto the SAME value
 set as SLB (`slb_keras.value_set(wbits)`), with a straight-through estimator (STE) for the
 rounding, both in training and at inference:
 
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from slb_keras import layers as slb_keras_layers
+from slb_keras.family import bias_and_activation
 from slb_keras import quantizers
 from slb_keras import value_sets
 
@@ -102,7 +103,12 @@ class ClipWeights(keras.constraints.Constraint):
 
 
 class STELayerMixin:
-    """Adds `wbits` and `input_quantizer` to a Keras conv/dense layer (put it first)."""
+    """Adds `wbits` and `input_quantizer` to a Keras conv/dense layer (put it first).
+
+    Subclasses define `apply_kernel(inputs, kernel)`, their family's linear op;
+    `call` quantizes the inputs, applies it to the quantized kernel, then the bias
+    and activation.
+    """
 
     def __init__(self, *args, wbits=1, input_quantizer=None, **kwargs):
         self.wbits = value_sets.validate_bits(wbits, "wbits")
@@ -122,17 +128,16 @@ class STELayerMixin:
         """Same as `quantized_kernel()`: what is deployed (name shared with SLB layers)."""
         return self.quantized_kernel()
 
-    def _quantized_inputs(self, inputs):
-        if self.input_quantizer is None:
-            return inputs
-        return ops.cast(self.input_quantizer(inputs), self.compute_dtype)
+    def call(self, inputs):
+        inputs = inputs if self.input_quantizer is None else ops.cast(
+            self.input_quantizer(inputs), self.compute_dtype
+        )
+        kernel = ops.cast(self.quantized_kernel(), self.compute_dtype)
+        return bias_and_activation(self, self.apply_kernel(inputs, kernel))
 
-    def _finish(self, outputs):
-        if self.bias is not None:
-            outputs = ops.add(outputs, self.bias)  # channels last: broadcasts on the last axis
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+    def apply_kernel(self, inputs, kernel):
+        """The layer's linear op (its family's `linear`), defined by each STE class."""
+        raise NotImplementedError(f"{type(self).__name__} defines no apply_kernel.")
 
     def quantize(self, *args, **kwargs):
         raise ValueError("STE layers are already quantized to wbits.")
@@ -146,116 +151,3 @@ class STELayerMixin:
             "wbits": self.wbits,
             "input_quantizer": quantizers.serialize(self.input_quantizer),
         }
-
-
-@keras.saving.register_keras_serializable(package="slb_keras")
-class STEConv2D(STELayerMixin, keras.layers.Conv2D):
-    """`keras.layers.Conv2D` with a DoReFa/STE-quantized kernel (channels last).
-
-    Takes every argument of `keras.layers.Conv2D` plus:
-
-    Args:
-        wbits: weight bit width, 1 to 8: the kernel takes values in
-            `slb_keras.value_set(wbits)`.
-        input_quantizer: None, an alias ("ste_sign", "dorefa2", "pact4", ...),
-            an int bit width or a quantizer layer, applied to the inputs.
-
-    Example:
-
-    >>> layer = STEConv2D(4, 3, wbits=1, input_quantizer="ste_sign")
-    >>> layer(np.ones((1, 5, 5, 2), "float32")).shape
-    TensorShape([1, 3, 3, 4])
-    >>> sorted(set(layer.quantized_kernel().numpy().ravel().tolist()))
-    [-1.0, 1.0]
-    """
-
-    def __init__(self, filters, kernel_size, wbits=1, input_quantizer=None, **kwargs):
-        if kwargs.get("data_format") not in (None, "channels_last"):
-            raise ValueError(
-                f"Invalid data_format={kwargs['data_format']!r}: STEConv2D supports "
-                "'channels_last' only."
-            )
-        super().__init__(
-            filters=filters,
-            kernel_size=kernel_size,
-            wbits=wbits,
-            input_quantizer=input_quantizer,
-            **kwargs,
-        )
-
-    def call(self, inputs):
-        kernel = ops.cast(self.quantized_kernel(), self.compute_dtype)
-        return self._finish(self.convolution_op(self._quantized_inputs(inputs), kernel))
-
-
-@keras.saving.register_keras_serializable(package="slb_keras")
-class STEDense(STELayerMixin, keras.layers.Dense):
-    """`keras.layers.Dense` with a DoReFa/STE-quantized kernel.
-
-    Takes every argument of `keras.layers.Dense` plus `wbits` and
-    `input_quantizer` (see `STEConv2D`).
-
-    Example:
-
-    >>> layer = STEDense(3, wbits=2)
-    >>> layer(np.ones((2, 4), "float32")).shape
-    TensorShape([2, 3])
-    >>> bool(np.all(np.isin(layer.quantized_kernel().numpy(), slb_keras.value_set(2))))
-    True
-    """
-
-    def __init__(self, units, wbits=1, input_quantizer=None, **kwargs):
-        super().__init__(units=units, wbits=wbits, input_quantizer=input_quantizer, **kwargs)
-
-    def call(self, inputs, training=None):
-        kernel = ops.cast(self.quantized_kernel(), self.compute_dtype)
-        return self._finish(ops.matmul(self._quantized_inputs(inputs), kernel))
-
-
-def to_slb_model(model):
-    """The same network with every STE layer replaced by the SLB layer of equal hard kernel.
-
-    An SLB layer whose logits put the largest value on the STE layer's quantized kernel
-    computes exactly what the STE layer computes at inference, so the result can go
-    through the SLB tools (`slb_keras.export_tflite`: int8 kernels, exact). All other
-    layers and weights are copied unchanged.
-
-    Args:
-        model: a functional or sequential Keras model holding `STEConv2D` / `STEDense`.
-
-    Returns:
-        A new model with `SLBConv2D` / `SLBDense` layers in place of the STE ones.
-
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((4,)), STEDense(3, wbits=2, input_quantizer="dorefa2")])
-    >>> slb = to_slb_model(model)
-    >>> type(slb.layers[0]).__name__
-    'SLBDense'
-    >>> x = np.random.rand(2, 4).astype("float32")
-    >>> bool(np.all(slb(x, training=False).numpy() == model(x).numpy()))
-    True
-    """
-    replacements = {STEConv2D: slb_keras_layers.SLBConv2D, STEDense: slb_keras_layers.SLBDense}
-
-    def clone(layer):
-        config = layer.get_config()
-        for ste_class, slb_class in replacements.items():
-            if type(layer) is ste_class:
-                for unused in ("kernel_initializer", "kernel_constraint"):
-                    config.pop(unused, None)
-                return slb_class.from_config(config)
-        return layer.__class__.from_config(config)
-
-    converted = keras.models.clone_model(model, clone_function=clone)
-    for old, new in zip(model.layers, converted.layers):
-        if isinstance(old, STELayerMixin):
-            new.assign_kernel(old.quantized_kernel())
-            if old.bias is not None:
-                new.bias.assign(old.bias)
-            if old.input_quantizer is not None:
-                for source, target in zip(old.input_quantizer.weights, new.input_quantizer.weights):
-                    target.assign(source)
-        else:
-            new.set_weights(old.get_weights())
-    return converted

@@ -38,12 +38,17 @@ from slb_keras import export_report
 from slb_keras import files
 from slb_keras import graph
 from slb_keras import inference_model as inference_module
-from slb_keras.mixin import bias_and_activation
+from slb_keras import layers as slb_layers_lib
+from slb_keras.family import bias_and_activation
+from slb_keras.family import convolution
 from slb_keras import tflite_flatbuffer
 from slb_keras import value_sets
 
 
 ARITHMETIC = ("auto", "integer", "float")
+# The border term of the integer route is a plain convolution (`family.convolution`),
+# of a map of ones that is padded first for a causal Conv1D.
+_BORDER_READERS = ("CONV_2D", "PAD")
 
 
 def export_tflite(model, path, quantize_full_precision=False, arithmetic="auto"):
@@ -132,6 +137,7 @@ def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
             data = converter.convert()
     stored = []
     for i, plan in enumerate(plans):
+        family = slb_layers_lib.family_of(plan.entry.layer)
         stored.append(
             tflite_flatbuffer.IntegerKernel(
                 input_name=f"slb_kernel_{i}",
@@ -143,6 +149,8 @@ def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
                 # The integer route convolves b = (s + 1) / 2 with 2 Q, Q = (m - 1) W_h.
                 scale=np.float32(2.0 if plan.integer else 1.0 / (2**plan.entry.wbits - 1)),
                 route="direct" if plan.integer else "dequantize",
+                readers=family.tflite_ops,
+                hybrid=family.hybrid if plan.integer else None,
             )
         )
         if plan.border is not None:
@@ -153,13 +161,14 @@ def _tflite_flatbuffer(inference, kernels, quantize_full_precision, arithmetic):
                     integers=plan.border,
                     scale=np.float32(1.0),
                     route="float",
+                    readers=_BORDER_READERS,
                 )
             )
     for key, ones in _ones_maps(plans).items():  # one per input size, shared
         stored.append(
             tflite_flatbuffer.IntegerKernel(
                 input_name=f"slb_ones_{key}", name=f"slb_ones_{key}", integers=ones,
-                scale=np.float32(1.0), route="float",
+                scale=np.float32(1.0), route="float", readers=_BORDER_READERS,
             )
         )
     input_names = [x.name for x in inference.inputs]
@@ -183,11 +192,13 @@ class _Plan:
 
 def _plan(entry, arithmetic):
     layer = entry.layer
-    if isinstance(layer, keras.layers.Dense):
-        # Fed as [units, in], the layout of TFLite FULLY_CONNECTED.
-        codes, to_keras = entry.codes.T, lambda k: ops.transpose(k)
-    else:
+    family = slb_layers_lib.family_of(layer)
+    if family.tflite_layout is None:
         codes, to_keras = entry.codes, lambda k: k
+    else:  # e.g. Dense: fed as [units, in], the layout of TFLite FULLY_CONNECTED
+        inverse = tuple(int(i) for i in np.argsort(family.tflite_layout))
+        codes = entry.codes.transpose(family.tflite_layout)
+        to_keras = lambda k: ops.transpose(k, inverse)  # noqa: E731
     reason = _integer_route_refusal(entry) if arithmetic != "float" else "float"
     if reason is not None:
         if arithmetic == "integer":
@@ -197,11 +208,8 @@ def _plan(entry, arithmetic):
             )
         return _Plan(entry, False, codes, to_keras)
     integers = value_sets.integer_values(entry.wbits)[entry.codes].astype(np.float32)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        per_tap = integers.reshape(integers.shape[:2] + (1, -1))  # [h, w, 1, c * multiplier]
-    else:
-        per_tap = integers.sum(axis=-2, keepdims=True)  # [..., 1, out]
-    padded = not isinstance(layer, keras.layers.Dense) and layer.padding != "valid" and any(
+    per_tap = family.tap_sums(integers)  # [..., 1, out]
+    padded = getattr(layer, "padding", "valid") != "valid" and any(
         k > 1 for k in layer.kernel_size
     )
     if not padded:
@@ -215,21 +223,22 @@ def _integer_route_refusal(entry):
     """None if the SLB layer of `entry` can run in integer arithmetic exactly, else why not.
 
     The integer route needs a sign input (values +-1), int8 codes (wbits <= 7),
-    and a Dense, Conv1D, Conv2D or DepthwiseConv2D layer, channels last, with no
-    groups and (if padded) a static input size.
+    a layer family with a hybrid int8 kernel in LiteRT (`LayerFamily.hybrid`:
+    Dense, Conv1D, Conv2D, DepthwiseConv2D), channels last, no groups and (for
+    convolutions) a static input size.
     """
     layer = entry.layer
     if entry.input_bits != 1:
         return "its input quantizer is not the sign"
     if entry.wbits > 7:
         return "8-bit codes do not fit int8"
-    if type(layer) not in _INTEGER_LAYERS:
+    if slb_layers_lib.family_of(layer).hybrid is None:
         return f"{type(layer).__name__} has no hybrid integer kernel in LiteRT"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return "channels_first"
     if getattr(layer, "groups", 1) != 1:
         return "grouped convolution"
-    if not isinstance(layer, keras.layers.Dense):
+    if hasattr(layer, "kernel_size"):  # a convolution: its border term needs the input size
         try:
             shape = layer.input.shape
         except (AttributeError, ValueError):  # a layer called more than once
@@ -237,14 +246,6 @@ def _integer_route_refusal(entry):
         if any(d is None for d in shape[1:]):
             return "the input size is not static"
     return None
-
-
-_INTEGER_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-)
 
 
 # -- the inference model with its SLB kernels as inputs ------------------------------
@@ -320,7 +321,7 @@ def _apply_integer(layer, kernel, plan, border, inputs):
         correction = plan.constant
     else:
         summed, ones = border
-        correction = _linear(layer, summed, ones, depthwise=False)
+        correction = convolution(layer, ones, summed)  # a plain convolution, depthwise or not
     outputs = ops.subtract(outputs, correction)
     m1 = 2**plan.entry.wbits - 1
     if m1 > 1:
@@ -328,27 +329,9 @@ def _apply_integer(layer, kernel, plan, border, inputs):
     return bias_and_activation(layer, outputs)
 
 
-def _linear(layer, kernel, inputs, depthwise=True):
-    """The layer's convolution or matmul of `inputs` with `kernel`."""
-    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
-    if isinstance(layer, keras.layers.Dense):
-        return ops.matmul(inputs, kernel)
-    if depthwise and isinstance(layer, keras.layers.DepthwiseConv2D):
-        return ops.depthwise_conv(
-            inputs, kernel, strides=layer.strides, padding=layer.padding,
-            dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-        )
-    padding = layer.padding
-    if padding == "causal":  # Conv1D: pad the time axis on the left
-        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
-        pads = [[0, 0], [0, 0], [left, 0]] if channels_first else [[0, 0], [left, 0], [0, 0]]
-        inputs, padding = ops.pad(inputs, pads), "valid"
-    return ops.conv(
-        inputs, kernel, strides=list(layer.strides), padding=padding,
-        dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-    )
-
-
+def _linear(layer, kernel, inputs):
+    """The linear op of `layer`'s family on `inputs` with `kernel`."""
+    return slb_layers_lib.family_of(layer).linear(layer, inputs, kernel)
 
 
 @contextlib.contextmanager

@@ -24,13 +24,6 @@ import re
 import numpy as np
 
 _LAYOUT_OPS = ("TRANSPOSE", "RESHAPE", "EXPAND_DIMS", "SQUEEZE")
-_KERNEL_CONSUMERS = (
-    "CONV_2D",
-    "CONV_3D",
-    "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED",
-    "BATCH_MATMUL",
-)
 # TFLite op versions of DEQUANTIZE by input type (tflite/tools/versioning/op_version.cc).
 _DEQUANTIZE_VERSIONS = {"int8": 2, "int16": 3}
 
@@ -43,9 +36,6 @@ _DEQUANTIZE_VERSIONS = {"int8": 2, "int16": 3}
 #   per output channel (all equal) as the converter's dynamic-range weights;
 # - "float": a float32 constant (the border term of the integer route).
 ROUTES = ("dequantize", "direct", "float")
-# The op versions the converter gives hybrid (float input, int8 per-channel
-# weights) convolutions and matmuls, and the axis of their output channels.
-_HYBRID = {"CONV_2D": (5, 0), "DEPTHWISE_CONV_2D": (6, 3), "FULLY_CONNECTED": (12, 0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +45,7 @@ class IntegerKernel:
     Example:
 
     >>> kernel = IntegerKernel("slb_kernel_0", "conv/kernel", np.array([1, -1, 3], np.int8),
-    ...                        np.float32(1 / 3))
+    ...                        np.float32(1 / 3), readers=("CONV_2D",))
     >>> kernel.stored_name, kernel.route
     ('conv/kernel_int8', 'dequantize')
     """
@@ -65,6 +55,12 @@ class IntegerKernel:
     integers: np.ndarray  # (m - 1) * W_h as int8 (int16 for 8 bits), or float32, fed layout
     scale: np.float32  # what an integer is worth: float32(1 / (m - 1)), or 2/(m - 1) direct
     route: str = "dequantize"
+    # The builtins that may read it (after its DEQUANTIZE on the "dequantize" route):
+    # its layer family's `tflite_ops`, or for "direct" the family's hybrid kernel.
+    readers: tuple = ()
+    # "direct": (builtin, op version, output-channel axis) of the hybrid kernel
+    # (the converter's versions of hybrid int8 per-channel convolutions and matmuls).
+    hybrid: tuple = None
 
     @property
     def stored_name(self):
@@ -202,9 +198,9 @@ def _read_directly(model, graph, dequantize, kernel):
             op.inputs = np.where(op.inputs == out, stored, op.inputs).astype(np.int32)
             if kernel.route == "direct":
                 name = _op_name(model, op)
-                version, axis = _HYBRID.get(name, (None, None))
-                if version is None:
+                if kernel.hybrid is None or name != kernel.hybrid[0]:
                     continue  # the read-back check refuses it
+                _, version, axis = kernel.hybrid
                 tensor.quantization.scale = [float(kernel.scale)] * int(tensor.shape[axis])
                 tensor.quantization.zeroPoint = [0] * int(tensor.shape[axis])
                 tensor.quantization.quantizedDimension = axis
@@ -285,8 +281,9 @@ def check_integer_kernels(data, kernels):
     >>> codes = model.layers[0].kernel_codes().numpy()
     >>> q = slb_keras.integer_values(1)[codes].T.astype(np.int8)  # FULLY_CONNECTED: [out, in]
     >>> data = open("m.tflite", "rb").read()
-    >>> check_integer_kernels(data, [IntegerKernel("", "d/kernel", q, np.float32(1.0))])
-    >>> check_integer_kernels(data, [IntegerKernel("", "d/kernel", -q, np.float32(0.5))])
+    >>> fc = ("FULLY_CONNECTED",)
+    >>> check_integer_kernels(data, [IntegerKernel("", "d/kernel", q, np.float32(1.0), readers=fc)])
+    >>> check_integer_kernels(data, [IntegerKernel("", "d/kernel", -q, np.float32(0.5), readers=fc)])
     Traceback (most recent call last):
     ...
     RuntimeError: The TFLite model does not hold 'd/kernel' as exact values read the 'dequantize' way into a convolution or matmul; nothing was written.
@@ -329,12 +326,11 @@ def _read_as_intended(model, graph, readers, kernel):
             return False
         out = int(readers[0].outputs[0])
         users = [_op_name(model, op) for op in graph.operators if out in op.inputs]
-        return bool(users) and all(user in _KERNEL_CONSUMERS for user in users)
+        return bool(users) and all(user in kernel.readers for user in users)
     if kernel.route == "float":
-        # The map of ones may be padded first (causal Conv1D).
-        return all(name in ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD") for name in names)
+        return all(name in kernel.readers for name in names)
     float32 = _tensor_types()["float32"]
-    return all(
-        name in _HYBRID and graph.tensors[int(op.inputs[0])].type == float32
+    return kernel.hybrid is not None and all(
+        name == kernel.hybrid[0] and graph.tensors[int(op.inputs[0])].type == float32
         for name, op in zip(names, readers)
     )
