@@ -4,7 +4,7 @@ For each number of values m = 2**bits, one forward + backward pass of
 `soft_weight` over logits of shape kernel_shape + (m,) (default: a 3x3x512x1000
 kernel, about one VGG-Small's worth of weights), in a tf.function:
 
-- "fused": `slb_keras.ops.soft_weight`, one XLA kernel each way with the
+- "fused": `slb_keras.core.ops.soft_weight`, one XLA kernel each way with the
   closed-form gradient (for 1 bit: tanh of the logit difference);
 - "reference": `softmax(tau * A) @ v` differentiated by TensorFlow.
 
@@ -15,7 +15,7 @@ of the logits' size.
 
 With --jax, a third variant:
 
-- "jax": `slb_keras.ops.soft_weight` on the Keras JAX backend (the keras.ops
+- "jax": `slb_keras.core.ops.soft_weight` on the Keras JAX backend (the keras.ops
   path: tanh for 1 bit, exp-weighted sums over the value axis otherwise),
   forward + backward by `jax.grad` under `jax.jit`.
 
@@ -49,7 +49,7 @@ def _step(variant, bits, shape):
     """A compiled forward + backward pass over fresh logits; returns (step, logits bytes)."""
     import tensorflow as tf
 
-    from slb_keras import ops as slb_ops
+    from slb_keras.core import ops as slb_ops
 
     rng = np.random.default_rng(0)
     logits = tf.Variable(rng.normal(size=shape + (2**bits,)).astype(np.float32))
@@ -71,7 +71,7 @@ def _jax_child(bits, shape):
     import jax.numpy as jnp
     import keras
 
-    from slb_keras import ops as slb_ops
+    from slb_keras.core import ops as slb_ops
 
     if keras.backend.backend() != "jax":
         raise SystemExit(f"the JAX child runs on Keras's {keras.backend.backend()} backend")

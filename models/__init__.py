@@ -29,11 +29,11 @@ from models.method import METHODS
 from models.method import Method
 from models.resnet_cifar import resnet20
 from models.resnet_imagenet import resnet18
-from slb_keras import checks
-from slb_keras.conversion import to_slb_model
+from slb_keras import keras_private
+from slb_keras.convert.conversion import to_slb_model
 from slb_keras.layers import STEConv2D
 from slb_keras.layers import STEDense
-from slb_keras.ste import dorefa_weight
+from slb_keras.core.ste import dorefa_weight
 from models.vgg_small import vgg_small
 
 MODELS = {
@@ -87,7 +87,7 @@ def count_weights(model):
     4656512
     """
     total = quantized = 0
-    for layer in checks.flatten_layers(model):
+    for layer in keras_private.flatten_layers(model):
         if hasattr(layer, "kernel_logits"):
             size = math.prod(layer.kernel_logits.shape[:-1])
             quantized += size

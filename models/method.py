@@ -25,13 +25,13 @@ import math
 import keras
 
 import slb_keras
-from slb_keras import ste
-from slb_keras import initializers
-from slb_keras import quantizers
-from slb_keras import value_sets
+from slb_keras.core import ste
+from slb_keras.core import initializers
+from slb_keras.core import quantizers
+from slb_keras.core import value_sets
 
 METHODS = ("slb", "ste", "fp")
-ACTIVATION_QUANTIZERS = ("dorefa", "pact")
+ACTIVATION_QUANTIZERS = quantizers.KINDS
 LOGITS_INITS = ("random", "quadratic")
 BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate, as in the authors' code
 BN_EPSILON = 1e-5
@@ -49,7 +49,7 @@ def validate_method(method):
 
 
 def validate_abits(abits):
-    return value_sets.validate_bits(abits, "abits", low=1, high=16, extra=(32,))  # as slb_keras.quantizers
+    return quantizers.validate_activation_bits(abits, "abits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Method:
         ste_clip: for "ste", clip the latent float weights to [-1, 1] after every
             step (`slb_keras.ClipWeights`, binary STE practice).
         logits_init: for "slb", "random" (random normal logits, the authors') or
-            "quadratic" (`slb_keras.initializers.QuadraticLogits`).
+            "quadratic" (`slb_keras.core.initializers.QuadraticLogits`).
 
     Example:
 
@@ -111,12 +111,8 @@ class Method:
 
     @property
     def quantizer_alias(self):
-        """`slb_keras.quantizers.get` alias for the inputs of quantized layers, or None."""
-        if not self.quantized or self.abits == 32:
-            return None
-        if self.abits == 1:
-            return "ste_sign"
-        return f"{self.activation_quantizer}{self.abits}"
+        """`slb_keras.core.quantizers.get` alias for the inputs of quantized layers, or None."""
+        return quantizers.alias(self.abits, self.activation_quantizer) if self.quantized else None
 
     def input_quantizer(self):
         """A new quantizer layer for the inputs of a quantized layer (None: no quantization)."""

@@ -14,7 +14,7 @@ from tiny_run import TINY
 def _hard_statistics(model):
     return [
         (layer.hard_moving_mean.numpy(), layer.hard_moving_variance.numpy(), float(layer.calibrated.numpy()))
-        for layer in slb_keras.calibration.state_bn_layers(model)
+        for layer in slb_keras.search.calibration.state_bn_layers(model)
     ]
 
 
@@ -30,7 +30,7 @@ def test_without_validation_the_final_statistics_are_a_calibration_of_the_final_
         TINY["dataset"], "train", TINY["batch_size"], image_size=TINY["image_size"],
         steps_per_epoch=TINY["steps_per_epoch"],
     )
-    for layer in slb_keras.calibration.state_bn_layers(model):
+    for layer in slb_keras.search.calibration.state_bn_layers(model):
         layer.hard_moving_mean.assign(np.zeros_like(layer.hard_moving_mean.numpy()))
     slb_keras.calibrate_bn(model, data, steps=TINY["bn_calibration_steps"])
     for (mean, variance, _), (mean2, variance2, _) in zip(saved, _hard_statistics(model)):

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 import slb_keras
-from slb_keras import calibration
-from slb_keras import callbacks as cb
-from slb_keras import ops as slb_ops
+from slb_keras.search import calibration
+from slb_keras.search import callbacks as cb
+from slb_keras.core import ops as slb_ops
 
 
 # -- BN calibration --------------------------------------------------------------

@@ -157,15 +157,15 @@ def test_export_cli_help_exits_0():
 
 def test_export_cli_arithmetic_choices_are_export_tflites():
     from slb_keras import export
-    from slb_keras import tflite_export
+    from slb_keras.deploy import tflite_export
 
     assert export._ARITHMETIC == tflite_export.ARITHMETIC
 
 
 def test_export_module_still_re_exports_the_public_names():
     from slb_keras import export
-    from slb_keras import packed
-    from slb_keras import tflite_export
+    from slb_keras.deploy import packed
+    from slb_keras.deploy import tflite_export
 
     assert export.export_tflite is tflite_export.export_tflite
     assert export.load_packed is packed.load_packed

@@ -18,7 +18,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 import slb_keras
 from litert_run import run_tflite
 from slb_keras import export
-from slb_keras import packed
+from slb_keras.deploy import packed
 from slb_keras.datasets import load_digits
 
 WBITS = (1, 2, 4)

@@ -13,7 +13,7 @@ import litert_run
 import models
 import slb_keras
 from slb_keras import files
-from slb_keras import tflite_export
+from slb_keras.deploy import tflite_export
 
 
 run_tflite = functools.partial(litert_run.run_tflite, num_threads=1)

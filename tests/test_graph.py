@@ -1,11 +1,11 @@
-"""slb_keras.graph: the one walk of a model's graph (quantize_model, to_inference_model, export_tflite)."""
+"""slb_keras.convert.graph: the one walk of a model's graph (quantize_model, to_inference_model, export_tflite)."""
 
 import keras
 import numpy as np
 import pytest
 
 import slb_keras
-from slb_keras import graph
+from slb_keras.convert import graph
 
 
 def nested_model():

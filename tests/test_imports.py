@@ -86,7 +86,7 @@ def test_cycle_finder_finds_cycles():
 
 def test_no_import_cycle():
     graph = _graph()
-    assert "slb_keras.layers" in graph and "slb_keras.calibration" in graph["slb_keras.callbacks"]
+    assert "slb_keras.layers" in graph and "slb_keras.search.calibration" in graph["slb_keras.search.callbacks"]
     assert _cycle(graph) is None, _cycle(graph)
 
 
@@ -96,33 +96,69 @@ def test_no_import_cycle_through_imports_inside_functions():
     # attributes (slb_keras.__getattr__) are the one intended exception.
     graph = _graph(inside_functions=True)
     graph.pop("slb_keras")
-    assert "slb_keras.tflite_export" in graph["slb_keras.export"]  # imported inside main()
+    assert "slb_keras.deploy.tflite_export" in graph["slb_keras.export"]  # imported inside main()
     assert _cycle(graph) is None, _cycle(graph)
 
 
-def test_layer_modules_do_not_import_export_or_training():
-    graph = _graph()
-    core = (
-        "mixin", "model_helpers", "layers", "normalization", "quantizers", "ops", "value_sets", "checks",
-        "calibration", "callbacks", "conversion", "conversion_plan", "float_init", "graph",
-        "summary",
-    )
-    for name in core:
-        deps = graph[f"slb_keras.{name}"]
-        assert not {d for d in deps if "export" in d or "tflite" in d or d.startswith("training")}, (name, deps)
+# The subpackages by concern and what each may import (besides itself). The utilities
+# at the top (argument checks, the private-Keras gateway, safe files, the bundled data)
+# import nothing of slb_keras but each other; `slb_keras.export` (the command line)
+# and the package itself sit above everything.
+_UTILITIES = {"checks", "keras_private", "files", "datasets"}
+_MAY_IMPORT = {
+    "utilities": {"utilities"},
+    "core": {"utilities"},
+    "layers": {"utilities", "core"},
+    "search": {"utilities", "core", "layers"},
+    "convert": {"utilities", "core", "layers"},
+    "deploy": {"utilities", "core", "layers", "convert"},
+}
 
 
-# Private Keras attributes the graph walks need; slb_keras.checks reads them for
-# everyone else (Keras 3 has no public API for them).
+def _concern(module):
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in {"export"}:
+        return None  # the package itself and its command line: above everything
+    return "utilities" if parts[1] in _UTILITIES else parts[1]
+
+
+def test_subpackages_import_one_way():
+    graph = _graph(inside_functions=True)
+    concerns = {_concern(m) for m in graph} - {None}
+    assert concerns == set(_MAY_IMPORT), concerns  # every module belongs to a known concern
+    for module, deps in graph.items():
+        concern = _concern(module)
+        if concern is None:
+            continue
+        wrong = {d for d in deps if _concern(d) not in _MAY_IMPORT[concern] | {concern}}
+        assert not wrong, (module, wrong)
+
+
+def test_no_folder_holds_more_than_15_modules():
+    for folder in [PACKAGE, *[p for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"]]:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= 15, (folder, len(modules))
+
+
+def test_layout_checker_rejects_an_upward_import():
+    # What the layering test catches: a core module that imports the search tools.
+    assert _concern("slb_keras.search.calibration") not in _MAY_IMPORT["core"]
+    assert _concern("slb_keras.convert.graph") in _MAY_IMPORT["deploy"]
+    assert _concern("slb_keras.export") is None and _concern("slb_keras.checks") == "utilities"
+
+
+# Private Keras attributes; slb_keras.keras_private reads them for everyone else
+# (Keras 3 has no public API for them).
 _PRIVATE_GRAPH_ATTRIBUTES = (
     "_nodes_by_depth", "_keras_history", "_inbound_nodes", "_outbound_nodes",
-    "_run_through_graph", "_flatten_layers",
+    "_run_through_graph", "_flatten_layers", "_trainable_variables",
+    "_non_trainable_variables", "_reduction_axes",
 )
 
 
-def test_private_keras_lives_in_checks():
+def test_private_keras_lives_in_the_gateway():
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "checks.py":
+        if path.name == "keras_private.py":
             continue
         tree = ast.parse(path.read_text())
         imported = [
@@ -134,8 +170,9 @@ def test_private_keras_lives_in_checks():
         assert not [m for m in imported if m and m.startswith("keras.src")], (path.name, imported)
         attributes = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert not attributes & set(_PRIVATE_GRAPH_ATTRIBUTES), (path.name, attributes & set(_PRIVATE_GRAPH_ATTRIBUTES))
-    checks = (PACKAGE / "checks.py").read_text()
-    assert "keras.src" in checks and all(name in checks for name in _PRIVATE_GRAPH_ATTRIBUTES[:2])
+    gateway = (PACKAGE / "keras_private.py").read_text()
+    used = [n for n in _PRIVATE_GRAPH_ATTRIBUTES if "bound" not in n]  # no module reads the node lists
+    assert "keras.src" in gateway and all(name in gateway for name in used)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import pytest
 
 import models
 import slb_keras
-from slb_keras import initializers
+from slb_keras.core import initializers
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4])

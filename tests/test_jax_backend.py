@@ -60,8 +60,8 @@ def jax_checks(out):
     import tensorflow as tf  # tf.data only: the model runs on JAX
 
     import slb_keras
-    from slb_keras import ops as slb_ops
-    from slb_keras import quantizers
+    from slb_keras.core import ops as slb_ops
+    from slb_keras.core import quantizers
 
     report = {}
     report["backend"] = keras.backend.backend()

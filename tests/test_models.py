@@ -12,7 +12,7 @@ import slb_keras
 from models import method as method_lib
 from models import resnet_cifar
 from models import resnet_imagenet
-from slb_keras import ste
+from slb_keras.core import ste
 
 vgg_small_module = importlib.import_module("models.vgg_small")  # models.vgg_small is the builder
 

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 import slb_keras
-from slb_keras import ops as slb_ops
+from slb_keras.core import ops as slb_ops
 
 BITS = [1, 2, 3, 4, 8]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import slb_keras
-from slb_keras import optimizers
+from slb_keras.core import optimizers
 
 
 def _reference_sgd(w, grads, lr, momentum, wd):

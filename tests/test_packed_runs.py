@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import slb_keras
-from slb_keras import optimizers
+from slb_keras.core import optimizers
 from tiny_run import TINY_FLAGS, child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

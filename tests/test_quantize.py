@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import slb_keras
-from slb_keras import float_init
-from slb_keras import quantizers
-from slb_keras.normalization import StateBatchNormalization
+from slb_keras.convert import float_init
+from slb_keras.core import quantizers
+from slb_keras.core.normalization import StateBatchNormalization
 
 
 def small_cnn(bias=False):

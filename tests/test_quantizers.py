@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras.src import testing
 
 import slb_keras
-from slb_keras import quantizers
+from slb_keras.core import quantizers
 
 
 def _value_and_grad(fn, x):

@@ -1,6 +1,7 @@
 """The README's Python examples run as written and do what their comments say."""
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -31,7 +32,7 @@ def _check_model(model):
     assert layers, "the example's model has no SLB layer"
     for layer in layers:
         hard = np.unique(layer.hard_kernel().numpy())
-        assert set(hard.tolist()) <= set(slb_keras.value_set(layer.wbits).tolist()), layer.name
+        assert set(hard.tolist()) <= set(slb_keras.value_set(layer.chosen_wbits()).tolist()), layer.name
 
 
 def _check_saved(block, model):
@@ -80,6 +81,12 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
             namespace["rebuilt"].predict(x, verbose=0),
             slb_keras.to_inference_model(model).predict(x, verbose=0),
         )
+    if "fixed" in namespace:  # the end of a bit-width search: one width each, within the budget
+        searched = {layer.name: layer.wbits for layer in slb_keras.slb_layers(model)}
+        for layer in slb_keras.slb_layers(namespace["fixed"]):
+            assert layer.wbits in searched[layer.name], (layer.name, layer.wbits)
+        assert slb_keras.average_wbits(namespace["fixed"]) <= 2.0
+        assert os.path.getsize("searched.slb") > 0
     report = namespace.get("report")
     if isinstance(report, slb_keras.ModelSummary):
         assert report.compression_ratio > 1.0 and report.logits > 0

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import slb_keras
-from slb_keras import temperature as cb
+from slb_keras.search import temperature as cb
 
 
 # -- temperature schedule --------------------------------------------------------

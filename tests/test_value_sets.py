@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import slb_keras
-from slb_keras import value_sets
+from slb_keras.core import value_sets
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

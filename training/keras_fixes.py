@@ -9,7 +9,8 @@ step logs is switched off. Without that branch a step's logs are this worker's v
 (progress bar only); the epoch logs come from the metric variables (sync-on-read sums),
 whose read adds up all workers. Other strategies are left alone.
 
-This is the only module of the package that uses private Keras (`keras.src`).
+This is the only module of train.py's `training` package that uses private Keras
+(`keras.src`); the library's own uses go through `slb_keras.keras_private`.
 
 Versions: the patch is applied only for the Keras versions it was verified on
 (`VERIFIED_KERAS`: 3.15.x, where the two-worker test of tests/test_train.py matches a

@@ -6,7 +6,7 @@ continues the schedule where it stopped.
 
 import keras
 
-from slb_keras import optimizers
+from slb_keras.core import optimizers
 
 SGD_MOMENTUM = 0.9
 STEP_DECAY = 0.1
@@ -39,7 +39,7 @@ def make_optimizer(config, steps_per_epoch):
     """SGD (momentum 0.9) or Adam with the learning rate schedule and weight decay.
 
     `weight_decay_mode="coupled"` (the recipes: PyTorch's, added to the gradient before
-    momentum, on every trainable variable) uses `slb_keras.optimizers.CoupledSGD` /
+    momentum, on every trainable variable) uses `slb_keras.core.optimizers.CoupledSGD` /
     `CoupledAdam`; "decoupled" uses Keras's own `weight_decay`.
 
     Example:

@@ -27,7 +27,7 @@ runs use cosine decay to 0 (`SHORT_BUDGET_LR_SCHEDULE`): with step decay the las
 which train the network at high tau, run at 1/100 of the rate (on digits at 6 epochs,
 W1A1: 94.2% with steps at 50/75%, 90.5% with LQ-Nets' 20/40/75%, 96.2% with cosine;
 BENCHMARKS.md "Recipes"). Weight decay is coupled (PyTorch's, the authors' framework:
-`slb_keras.optimizers`).
+`slb_keras.core.optimizers`).
 
 Example:
 

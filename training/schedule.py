@@ -7,8 +7,14 @@ used, tau's final value).
 """
 
 import slb_keras
+from slb_keras.core import quantizers
 from training import recipes
 from training.recipes import RECIPES
+
+
+def _input_alias(config):
+    """The quantizer alias of the quantized layers' inputs (None: float inputs)."""
+    return None if config.method == "fp" else quantizers.alias(config.abits, config.activation_quantizer)
 
 
 def describe(config):
@@ -20,12 +26,8 @@ def describe(config):
     >>> print(describe(resolve(Config(dataset="digits", epochs=6))))
     vgg_small (conv blocks), slb W1/A1 (sign inputs), digits, 6 epochs, batch 100: adam lr 0.001 cosine, weight decay 0 (coupled); tau 0.01 -> 200 (exp) over 30%-60% of training [short-budget recipe: below the authors' 400 epochs]
     """
-    if config.method == "fp" or config.abits == 32:
-        inputs = "float inputs"
-    elif config.abits == 1:
-        inputs = "sign inputs"
-    else:
-        inputs = f"{config.activation_quantizer}{config.abits} inputs"
+    alias = _input_alias(config)
+    inputs = {None: "float", "ste_sign": "sign"}.get(alias, alias) + " inputs"
     text = (
         f"{config.model} ({config.block} blocks), {config.method} W{config.wbits}/A{config.abits} "
         f"({inputs}), {config.dataset}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
@@ -89,12 +91,7 @@ def recipe_record(config, steps_per_epoch):
     """
     total = config.epochs * steps_per_epoch
     scheduler = slb_keras.TemperatureScheduler(**temperature_arguments(config, total))
-    if config.method == "fp" or config.abits == 32:
-        quantizer = "none"
-    elif config.abits == 1:
-        quantizer = "sign"
-    else:
-        quantizer = config.activation_quantizer
+    quantizer = {None: "none", "ste_sign": "sign"}.get(_input_alias(config), config.activation_quantizer)
     return {
         "activation_quantizer_used": quantizer,
         "temperature_final": scheduler.final_temperature() if config.method == "slb" else None,

@@ -5,14 +5,14 @@ weights W_h = v[argmax_k A_k]. The export modules, each of one concern (imports
 run downwards in this list):
 
 - `slb_keras.files`: a checked output path and the atomic write.
-- `slb_keras.export_report`: `ExportReport` / `LayerExport`, the size report
+- `slb_keras.deploy.export_report`: `ExportReport` / `LayerExport`, the size report
   every export returns.
-- `slb_keras.inference_model`: `to_inference_model(model)`, the network as a
+- `slb_keras.deploy.inference_model`: `to_inference_model(model)`, the network as a
   Functional model of stock Keras layers (and BN folding).
-- `slb_keras.tflite_flatbuffer`: the edit of the converted TFLite flatbuffer
+- `slb_keras.deploy.tflite_flatbuffer`: the edit of the converted TFLite flatbuffer
   that stores SLB kernels as exact integer codes, and its read-back check.
-- `slb_keras.tflite_export`: `export_tflite(model, path)`.
-- `slb_keras.packed`: `export_packed` / `load_packed`, b-bit codes (the true
+- `slb_keras.deploy.tflite_export`: `export_tflite(model, path)`.
+- `slb_keras.deploy.packed`: `export_packed` / `load_packed`, b-bit codes (the true
   32/b compression).
 
 This module re-exports the public names and is the command line (the `.keras`
@@ -43,12 +43,12 @@ import zipfile
 # The public names, imported on first use: the command line parses and checks its
 # arguments before it imports Keras and TensorFlow (`--help` and bad input stay fast).
 _PUBLIC = {
-    "ExportReport": "slb_keras.export_report",
-    "LayerExport": "slb_keras.export_report",
-    "export_packed": "slb_keras.packed",
-    "export_tflite": "slb_keras.tflite_export",
-    "load_packed": "slb_keras.packed",
-    "to_inference_model": "slb_keras.inference_model",
+    "ExportReport": "slb_keras.deploy.export_report",
+    "LayerExport": "slb_keras.deploy.export_report",
+    "export_packed": "slb_keras.deploy.packed",
+    "export_tflite": "slb_keras.deploy.tflite_export",
+    "load_packed": "slb_keras.deploy.packed",
+    "to_inference_model": "slb_keras.deploy.inference_model",
 }
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
     "to_inference_model",
 ]
 
-# `slb_keras.tflite_export.ARITHMETIC` (a test checks that they agree).
+# `slb_keras.deploy.tflite_export.ARITHMETIC` (a test checks that they agree).
 _ARITHMETIC = ("auto", "integer", "float")
 # The sizes a .keras archive's directory may declare, checked before Keras reads a byte:
 # its JSON members (config.json, metadata.json: a model config is kilobytes), and all
@@ -207,15 +207,15 @@ def main(argv=None):
         # The arguments are good: now Keras and TensorFlow.
         import keras
 
-        from slb_keras import packed
-        from slb_keras import tflite_export
+        from slb_keras.deploy import packed
+        from slb_keras.deploy import tflite_export
         # The classes a saved model may name register themselves when their module is
         # imported: import them here rather than rely on the package's __init__.
-        from slb_keras import initializers  # noqa: F401
+        from slb_keras.core import initializers  # noqa: F401
         from slb_keras import layers  # noqa: F401
-        from slb_keras import normalization  # noqa: F401
-        from slb_keras import optimizers  # noqa: F401
-        from slb_keras import quantizers  # noqa: F401
+        from slb_keras.core import normalization  # noqa: F401
+        from slb_keras.core import optimizers  # noqa: F401
+        from slb_keras.core import quantizers  # noqa: F401
 
         try:
             model = keras.models.load_model(args.model)

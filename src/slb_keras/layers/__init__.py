@@ -1,7 +1,7 @@
 """SLB and STE layers, one module per layer family, and the families themselves.
 
-Each module holds one family of Keras kernel layers (`slb_keras.family`):
-its SLB layer (the Keras layer plus `slb_keras.mixin.SLBLayerMixin`, the SLB rule),
+Each module holds one family of Keras kernel layers (`slb_keras.core.family`):
+its SLB layer (the Keras layer plus `slb_keras.core.mixin.SLBLayerMixin`, the SLB rule),
 its STE baseline where there is one, and the `LayerFamily` that says what the
 family is (Keras class, linear op, kernel layout, TFLite lowering):
 
@@ -35,13 +35,13 @@ from slb_keras.layers.conv_transpose import SLBConv2DTranspose
 from slb_keras.layers.dense import SLBDense
 from slb_keras.layers.dense import STEDense
 from slb_keras.layers.depthwise import SLBDepthwiseConv2D
-from slb_keras.family import LayerFamily
-from slb_keras.family import bias_and_activation
-from slb_keras.mixin import SLBLayerMixin
-from slb_keras.model_helpers import record_inputs
-from slb_keras.model_helpers import set_temperature
-from slb_keras.model_helpers import slb_layers
-from slb_keras.model_helpers import soft_inference
+from slb_keras.core.family import LayerFamily
+from slb_keras.core.family import bias_and_activation
+from slb_keras.core.mixin import SLBLayerMixin
+from slb_keras.core.model_helpers import record_inputs
+from slb_keras.core.model_helpers import set_temperature
+from slb_keras.core.model_helpers import slb_layers
+from slb_keras.core.model_helpers import soft_inference
 
 FAMILIES = (
     dense.FAMILY, conv.CONV1D, conv.CONV2D, depthwise.FAMILY, conv_transpose.FAMILY, conv.CONV3D,

@@ -14,8 +14,8 @@ Example:
 import keras
 from keras import ops
 
-from slb_keras import family
-from slb_keras.mixin import SLBLayerMixin
+from slb_keras.core import family
+from slb_keras.core.mixin import SLBLayerMixin
 
 
 def transposed_convolution(layer, inputs, kernel):

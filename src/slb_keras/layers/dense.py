@@ -8,9 +8,9 @@ Example:
 
 import keras
 
-from slb_keras import family
-from slb_keras.mixin import SLBLayerMixin
-from slb_keras.ste import STELayerMixin
+from slb_keras.core import family
+from slb_keras.core.mixin import SLBLayerMixin
+from slb_keras.core.ste import STELayerMixin
 
 
 @keras.saving.register_keras_serializable(package="slb_keras")

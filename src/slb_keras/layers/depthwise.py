@@ -11,8 +11,8 @@ Example:
 
 import keras
 
-from slb_keras import family
-from slb_keras.mixin import SLBLayerMixin
+from slb_keras.core import family
+from slb_keras.core.mixin import SLBLayerMixin
 
 
 @keras.saving.register_keras_serializable(package="slb_keras")

@@ -25,7 +25,7 @@ Example:
 
 import keras
 
-from slb_keras import checks
+from slb_keras import keras_private
 
 
 def leaf_layers(model, seen=None):
@@ -42,7 +42,7 @@ def leaf_layers(model, seen=None):
         if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
             continue
         seen.add(id(layer))
-        if checks.is_graph_model(layer):
+        if keras_private.is_graph_model(layer):
             leaves.extend(leaf_layers(layer, seen))
         elif isinstance(layer, keras.Model):
             raise ValueError(
@@ -82,7 +82,7 @@ def neighbours(model, recursive=True, consumers=None, producers=None):
         edges = list(zip(chain, chain[1:]))
         ends = [chain[-1]] if chain else []
     else:
-        edges, ends = checks.graph_edges(model)
+        edges, ends = keras_private.graph_edges(model)
     for producer, consumer in edges:
         consumers.setdefault(id(producer), []).append(consumer)
         producers.setdefault(id(consumer), []).append(producer)
@@ -90,7 +90,7 @@ def neighbours(model, recursive=True, consumers=None, producers=None):
         consumers.setdefault(id(end), []).append(None)
     if recursive:
         for layer in model.layers:
-            if checks.is_graph_model(layer):
+            if keras_private.is_graph_model(layer):
                 neighbours(layer, True, consumers, producers)
     return consumers, producers
 
@@ -126,11 +126,11 @@ def run_graph(model, inputs, replaced):
     def operation_fn(op):
         if id(op) in replaced:
             return lambda x, **kwargs: replaced[id(op)](x)
-        if checks.is_graph_model(op):
+        if keras_private.is_graph_model(op):
             return lambda *args, **kwargs: run_graph(op, list(args), replaced)
         return op
 
-    return checks.run_through_graph(model, inputs, operation_fn)
+    return keras_private.run_through_graph(model, inputs, operation_fn)
 
 
 def as_functional(model):

@@ -5,7 +5,7 @@
 - `SLBMetrics`: how discrete the search has become (max-probability, entropy,
   flip rate, soft-vs-hard output gap), in `logs` and TensorBoard.
 
-The calibration engine itself is `slb_keras.calibration`.
+The calibration engine itself is `slb_keras.search.calibration`.
 """
 
 import os
@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf  # tf.data inputs and TensorBoard's summary writer
 
-from slb_keras import calibration
+from slb_keras.search import calibration
 from slb_keras import checks
 from slb_keras import layers as slb_layers_lib
-from slb_keras import ops as slb_ops
+from slb_keras.core import ops as slb_ops
 
 
 class BNCalibration(keras.callbacks.Callback):

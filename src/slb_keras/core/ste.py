@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from slb_keras.family import bias_and_activation
-from slb_keras import quantizers
-from slb_keras import value_sets
+from slb_keras.core.family import bias_and_activation
+from slb_keras.core import quantizers
+from slb_keras.core import value_sets
 
 
 @tf.custom_gradient
@@ -122,7 +122,7 @@ class STELayerMixin:
 
     def quantized_kernel(self):
         """The kernel used by `call`: DoReFa(kernel) in the value set, float32."""
-        return dorefa_weight(self._kernel, self.wbits)
+        return dorefa_weight(self.kernel, self.wbits)
 
     def hard_kernel(self):
         """Same as `quantized_kernel()`: what is deployed (name shared with SLB layers)."""

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf  # tf.data is the input on every backend
 
 from slb_keras import checks
+from slb_keras import keras_private
 from slb_keras import layers as slb_layers_lib
-from slb_keras import normalization
+from slb_keras.core import normalization
 
 STATES = ("hard", "soft")
 
@@ -39,7 +40,7 @@ def state_bn_layers(model):
         raise ValueError(f"Invalid model={model!r}: expected a Keras model or layer.")
     return [
         layer
-        for layer in checks.flatten_layers(model, include_self=True)
+        for layer in keras_private.flatten_layers(model, include_self=True)
         if isinstance(layer, normalization.StateBatchNormalization)
     ]
 

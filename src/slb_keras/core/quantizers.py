@@ -1,12 +1,17 @@
 """Activation quantizers: sign with a clipped straight-through gradient, DoReFa, PACT.
 
-The quantization functions are pure (`ste_sign`, `dorefa_quantize`,
-`pact_quantize`) and compute the quantized value exactly in the forward pass;
-the straight-through estimator (STE) only defines their gradient, written with
-`keras.ops.custom_gradient`, so they run on any Keras backend. The layers
-(`ActivationQuantizer`, `PACTQuantizer`) wrap them so they serialize and can be
-used as the `input_quantizer` of every SLB layer. `get()` turns None, a string
-alias, an int, a config dict or a quantizer into a quantizer.
+This module is each quantizer's one home. Its forward pass is written once, as
+a pure function of keras.ops (`sign`, `dorefa`, `pact_levels`, `pact_clip`):
+training wraps it in a straight-through gradient (`ste_sign`, `dorefa_quantize`,
+`pact_quantize`, written with `keras.ops.custom_gradient`, so any Keras backend),
+and the inference model and the TFLite export call it through the layer's
+`inference_function()` with the trained constants frozen. The layers
+(`ActivationQuantizer`, `PACTQuantizer`) serialize and serve as the
+`input_quantizer` of every SLB layer. `alias(abits, kind)` is the one mapping from
+activation bits to a quantizer name, `get()` the one from a name (or None, an
+int, a config dict, a layer) to a quantizer; conversion and the models use both.
+Adding a quantizer (LSQ, say) is a layer here with `call`, `inference_function`
+and an alias in `get`.
 
 String aliases:
 
@@ -21,13 +26,15 @@ String aliases:
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from slb_keras import checks
-from slb_keras import value_sets
+from slb_keras.core import value_sets
 
 MAX_ACTIVATION_BITS = 16
 FULL_PRECISION_BITS = 32
+KINDS = ("dorefa", "pact")  # the multi-bit activation quantizers; 1 bit is always the sign
 
 
 def validate_activation_bits(bits, name="bits", low=1):
@@ -41,6 +48,82 @@ def validate_activation_bits(bits, name="bits", low=1):
     return value_sets.validate_bits(
         bits, name, low=low, high=MAX_ACTIVATION_BITS, extra=(FULL_PRECISION_BITS,)
     )
+
+
+def alias(abits, kind="dorefa"):
+    """The `get` alias for `abits` activation bits: the one abits-to-quantizer mapping.
+
+    1 bit is the sign ("ste_sign") whatever `kind`; 2..16 bits are `kind` ("dorefa"
+    or "pact") at that width; 32 is no quantization (None).
+
+    Raises:
+        ValueError: for bits outside 1..16 and 32, or an unknown kind.
+
+    Example:
+
+    >>> alias(1), alias(2), alias(4, "pact"), alias(32)
+    ('ste_sign', 'dorefa2', 'pact4', None)
+    """
+    abits = validate_activation_bits(abits, "abits")
+    if kind not in KINDS:
+        raise ValueError(f"Invalid activation_quantizer={kind!r}: expected one of {', '.join(KINDS)}.")
+    if abits == FULL_PRECISION_BITS:
+        return None
+    return "ste_sign" if abits == 1 else f"{kind}{abits}"
+
+
+# -- the forward passes, written once --------------------------------------------
+
+
+def sign(x):
+    """The sign's forward pass: +1 where x >= 0, else -1, in x's dtype.
+
+    Example:
+
+    >>> sign(tf.constant([-0.5, 0.0, 2.0])).numpy().tolist()
+    [-1.0, 1.0, 1.0]
+    """
+    return ops.cast(ops.where(ops.greater_equal(x, 0.0), 1.0, -1.0), x.dtype)
+
+
+def dorefa(x, bits):
+    """DoReFa's forward pass: round(clip(x, 0, 1) * n) / n with n = 2**bits - 1.
+
+    Example:
+
+    >>> (dorefa(tf.constant([-1.0, 0.4, 0.6, 3.0]), 2) * 3).numpy().tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    """
+    n = float(2**bits - 1)
+    return ops.divide(ops.round(ops.multiply(ops.clip(x, 0.0, 1.0), n)), n)
+
+
+def pact_levels(x, alpha, scale):
+    """PACT's forward pass: round(clip(x, 0, alpha) / scale) * scale.
+
+    `alpha` (the clip, >= 1e-3) and `scale` (alpha / (2**bits - 1)) are tensors in
+    training and float32 constants in the inference model: the same values.
+
+    Example:
+
+    >>> pact_levels(tf.constant([0.5, 5.0]), 2.0, 2.0).numpy().tolist()
+    [0.0, 2.0]
+    """
+    return ops.multiply(ops.round(ops.divide(ops.minimum(ops.relu(x), alpha), scale)), scale)
+
+
+def pact_clip(x, alpha):
+    """PACT at 32 bits: clip(x, 0, alpha) as relu(x) - relu(x - alpha) (no rounding).
+
+    Example:
+
+    >>> pact_clip(tf.constant([-1.0, 1.0, 5.0]), 2.0).numpy().tolist()
+    [0.0, 1.0, 2.0]
+    """
+    return ops.subtract(ops.relu(x), ops.relu(ops.subtract(x, alpha)))
+
+
+# -- with straight-through gradients, for training --------------------------------
 
 
 def _upstream(args, upstream):
@@ -61,13 +144,12 @@ def ste_sign(x):
     >>> ste_sign(tf.constant([-0.5, 0.0, 2.0])).numpy().tolist()
     [-1.0, 1.0, 1.0]
     """
-    one = ops.ones_like(x)
 
     def grad(*args, upstream=None):
         dy = _upstream(args, upstream)
         return dy * ops.cast(ops.less_equal(ops.abs(x), 1), dy.dtype)
 
-    return ops.where(ops.greater_equal(x, 0), one, -one), grad
+    return sign(x), grad
 
 
 def dorefa_quantize(x, bits):
@@ -80,7 +162,6 @@ def dorefa_quantize(x, bits):
     >>> dorefa_quantize(tf.constant([-1.0, 0.4, 0.6, 3.0]), 2).numpy() * 3
     array([0., 1., 2., 3.], dtype=float32)
     """
-    n = float(2**bits - 1)
 
     @ops.custom_gradient
     def _quantize(x):
@@ -89,7 +170,7 @@ def dorefa_quantize(x, bits):
             inside = ops.logical_and(ops.greater_equal(x, 0), ops.less_equal(x, 1))
             return dy * ops.cast(inside, dy.dtype)
 
-        return ops.round(ops.clip(x, 0.0, 1.0) * n) / n, grad
+        return dorefa(x, bits), grad
 
     return _quantize(x)
 
@@ -112,8 +193,7 @@ def pact_quantize(x, alpha, bits):
 
     @ops.custom_gradient
     def _quantize(x, alpha):
-        scale = alpha / n
-        y = ops.round(ops.minimum(ops.maximum(x, ops.zeros_like(x)), alpha) / scale) * scale
+        y = pact_levels(x, alpha, alpha / n)
 
         def grad(*args, upstream=None):
             dy = _upstream(args, upstream)
@@ -159,6 +239,21 @@ class ActivationQuantizer(keras.layers.Layer):
         if self.bits == 1:
             return ste_sign(inputs)
         return dorefa_quantize(inputs, self.bits)
+
+    def inference_function(self):
+        """x -> the quantized x from keras.ops only: `call`'s forward pass, no gradient.
+
+        Example:
+
+        >>> ActivationQuantizer(1).inference_function()(tf.constant([-2.0, 3.0])).numpy().tolist()
+        [-1.0, 1.0]
+        """
+        if self.bits == FULL_PRECISION_BITS:
+            return lambda x: x
+        if self.bits == 1:
+            return sign
+        bits = self.bits
+        return lambda x: dorefa(x, bits)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -211,9 +306,24 @@ class PACTQuantizer(keras.layers.Layer):
 
     def call(self, inputs):
         if self.bits == FULL_PRECISION_BITS:
-            alpha = keras.ops.cast(self.alpha, inputs.dtype)
-            return keras.ops.relu(inputs) - keras.ops.relu(inputs - alpha)
+            return pact_clip(inputs, ops.cast(self.alpha, inputs.dtype))
         return pact_quantize(inputs, self.alpha, self.bits)
+
+    def inference_function(self):
+        """x -> the quantized x from keras.ops only, the trained alpha frozen as a constant.
+
+        Example:
+
+        >>> q = PACTQuantizer(2, alpha_initializer=3.0)
+        >>> q.build((None, 3))
+        >>> q.inference_function()(tf.constant([-1.0, 1.2, 9.0])).numpy().tolist()
+        [0.0, 1.0, 3.0]
+        """
+        alpha = np.maximum(np.float32(ops.convert_to_numpy(self.alpha)), np.float32(1e-3))
+        if self.bits == FULL_PRECISION_BITS:
+            return lambda x: pact_clip(x, alpha)
+        scale = alpha / np.float32(2**self.bits - 1)
+        return lambda x: pact_levels(x, alpha, scale)
 
     def compute_output_shape(self, input_shape):
         return input_shape

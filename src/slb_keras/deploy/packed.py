@@ -58,13 +58,13 @@ import zipfile
 
 import keras
 import numpy as np
-from slb_keras import checks
-from slb_keras import export_report
+from slb_keras import keras_private
+from slb_keras.deploy import export_report
 from slb_keras import files
-from slb_keras import inference_model as inference_module
-from slb_keras import value_sets
+from slb_keras.deploy import inference_model as inference_module
+from slb_keras.core import value_sets
 
-FORMAT = "slb_keras.packed"
+FORMAT = "slb_keras.packed"  # the file format's name, kept when the module moved
 VERSION = 2
 _VERSIONS = (1, 2)
 _MANIFEST = "manifest.json"
@@ -296,7 +296,7 @@ def _build_model(config, entries, bad):
     its kernel would need gigabytes no member holds) is refused before
     anything is allocated.
     """
-    pending = checks.unallocated_variables()
+    pending = keras_private.unallocated_variables()
     try:
         with keras.StatelessScope(initialize_variables=False):
             try:
@@ -304,14 +304,14 @@ def _build_model(config, entries, bad):
             except Exception as error:  # noqa: BLE001 - any config Keras refuses is bad input
                 raise bad(f"the model config does not load ({error})") from error
             created = [
-                v for v in checks.unallocated_variables()
+                v for v in keras_private.unallocated_variables()
                 if not any(v is p for p in pending)
             ]
             _check_implied_weights(model, created, entries, bad)
     except BaseException:
         # Forget the unallocated variables, or the next StatelessScope to close
         # (any later symbolic call) would allocate them.
-        checks.set_unallocated_variables(pending)
+        keras_private.set_unallocated_variables(pending)
         raise
     with keras.StatelessScope():  # closing it allocates the (now bounded) variables
         pass

@@ -22,6 +22,9 @@ calibrated, with the soft ones before.
 import keras
 from keras import ops
 
+from slb_keras import keras_private
+
+
 def _clone_initializer(initializer):
     config = keras.initializers.serialize(initializer)
     return keras.initializers.deserialize(config)
@@ -159,7 +162,7 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
         other variable changes.
         """
         x = ops.cast(inputs, "float32")
-        axes = self._reduction_axes
+        axes = keras_private.reduction_axes(self)
         if mask is None:
             weights = ops.ones_like(x)
         else:

@@ -26,6 +26,8 @@ import numbers
 import keras
 from keras import ops
 
+from slb_keras import keras_private
+
 
 def _check_decay(value):
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < float("inf"):
@@ -51,7 +53,11 @@ class CoupledWeightDecayMixin:
 
     def apply(self, grads, trainable_variables=None):
         if self.coupled_weight_decay and len(grads):
-            variables = self._trainable_variables if trainable_variables is None else trainable_variables
+            variables = (
+                keras_private.optimizer_variables(self)
+                if trainable_variables is None
+                else trainable_variables
+            )
             decay = self.coupled_weight_decay / _replicas()
             grads = [
                 g if g is None else g + ops.cast(decay, g.dtype) * ops.cast(v, g.dtype)

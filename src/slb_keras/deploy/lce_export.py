@@ -24,9 +24,9 @@ import collections
 import dataclasses
 import tempfile
 
-from slb_keras import export_report
+from slb_keras.deploy import export_report
 from slb_keras import files
-from slb_keras import inference_model as inference_module
+from slb_keras.deploy import inference_model as inference_module
 
 _MISSING = (
     "export_lce needs larq-compute-engine: pip install 'slb_keras[lce]' "

@@ -13,14 +13,14 @@ and copies every other weight of the float model into the clone.
 
 With `init="float"` the kernel logits start from the trained float kernel
 and the scale it loses is folded into the following batch norm
-(`slb_keras.float_init`, which explains how).
+(`slb_keras.convert.float_init`, which explains how).
 
 Layers with weights that have no SLB version (LSTM, GRU, Embedding,
 MultiHeadAttention, ...) stay float; `quantize_model` names them in a
 `UserWarning` unless `layer_config` keeps them float on purpose, and
 `slb_keras.summary(model)` lists the bits of every layer. Which layer becomes
-what is decided in `slb_keras.conversion_plan`; the model's graph is walked
-with `slb_keras.graph`.
+what is decided in `slb_keras.convert.conversion_plan`; the model's graph is walked
+with `slb_keras.convert.graph`.
 
 Rounding shifts the activation statistics layer after layer (with 1-bit
 weights the hard network straight out of `quantize_model` can be near chance
@@ -42,13 +42,12 @@ import warnings
 import keras
 
 from slb_keras import checks
-from slb_keras import conversion_plan
-from slb_keras import float_init
-from slb_keras import graph
+from slb_keras.convert import conversion_plan
+from slb_keras.convert import float_init
+from slb_keras.convert import graph
 from slb_keras import layers as slb_layers_lib
-from slb_keras import value_sets
-from slb_keras.normalization import StateBatchNormalization
-from slb_keras.ste import STELayerMixin
+from slb_keras.core.normalization import StateBatchNormalization
+from slb_keras.core.ste import STELayerMixin
 
 INITS = ("float", "random")
 
@@ -69,7 +68,9 @@ def quantize_model(
         model: a built `keras.Sequential` or Functional `keras.Model`; nested
             Sequential/Functional models are converted too. Subclassed models
             cannot be cloned: use the SLB layers directly inside them.
-        wbits: weight bits of the converted layers, 1 to 8.
+        wbits: weight bits of the converted layers, 1 to 8, or candidate widths
+            (a tuple of 1, 2, 4, 8, e.g. (1, 2, 4)) for a mixed-precision search:
+            see `BitBudget` and `fix_bit_widths`.
         abits: activation bits at the input of each converted layer: 1
             (sign, "ste_sign"), 2..16 (DoReFa on [0, 1], "dorefaK"), 32 (no
             quantizer); or an `input_quantizer` alias such as "pact4", or a
@@ -153,7 +154,7 @@ def quantize_model(
     """
     checks.check_graph_model(model, "quantized")
     default = (
-        value_sets.validate_bits(wbits, "wbits"),
+        conversion_plan.check_wbits(wbits, "wbits"),
         conversion_plan.check_abits(abits, "abits"),
     )
     if not isinstance(skip_first_last, bool):

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from slb_keras import checks
-from slb_keras.mixin import SLBLayerMixin
+from slb_keras import keras_private
+from slb_keras.core.mixin import SLBLayerMixin
 
 def slb_layers(model):
     """All SLB layers of `model` (or a layer), nested models included, in order.
@@ -30,7 +30,7 @@ def slb_layers(model):
         )
     return [
         layer
-        for layer in checks.flatten_layers(model, include_self=True)
+        for layer in keras_private.flatten_layers(model, include_self=True)
         if isinstance(layer, SLBLayerMixin)
     ]
 

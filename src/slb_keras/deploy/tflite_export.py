@@ -11,7 +11,7 @@ How: `_kernel_input_model` rebuilds the inference model (`to_inference_model`)
 with every SLB kernel as an extra model *input*, applied by the layer's own
 operation (`ops.conv`, `ops.depthwise_conv`, `ops.matmul`) then its bias and
 activation; the TFLite converter cannot fold or quantize an input. The
-flatbuffer is then edited (`slb_keras.tflite_flatbuffer`): each kernel input
+flatbuffer is then edited (`slb_keras.deploy.tflite_flatbuffer`): each kernel input
 becomes its integer constant, and the result is read back and checked before
 it is written. Full-precision layers are ordinary constants: they stay float32,
 or become int8 dynamic-range weights if `quantize_full_precision=True`.
@@ -34,15 +34,15 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from slb_keras import export_report
+from slb_keras.deploy import export_report
 from slb_keras import files
-from slb_keras import graph
-from slb_keras import inference_model as inference_module
+from slb_keras.convert import graph
+from slb_keras.deploy import inference_model as inference_module
 from slb_keras import layers as slb_layers_lib
-from slb_keras.family import bias_and_activation
-from slb_keras.family import convolution
-from slb_keras import tflite_flatbuffer
-from slb_keras import value_sets
+from slb_keras.core.family import bias_and_activation
+from slb_keras.core.family import convolution
+from slb_keras.deploy import tflite_flatbuffer
+from slb_keras.core import value_sets
 
 
 ARITHMETIC = ("auto", "integer", "float")

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from slb_keras import value_sets
+from slb_keras.core import value_sets
 
 
 @keras.saving.register_keras_serializable(package="slb_keras")

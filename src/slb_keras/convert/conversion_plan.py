@@ -27,10 +27,11 @@ import warnings
 import keras
 
 from slb_keras import checks
-from slb_keras import graph
+from slb_keras.convert import graph
 from slb_keras import layers as slb_layers_lib
-from slb_keras import quantizers
-from slb_keras import value_sets
+from slb_keras.core import mixed_precision
+from slb_keras.core import quantizers
+from slb_keras.core import value_sets
 
 # Which Keras layers quantize_model converts is the layer families' to say
 # (`slb_keras.layers.convertible`): a stock layer of a family with an SLB class.
@@ -40,6 +41,19 @@ _CONFIG_KEYS = ("wbits", "abits")
 
 
 # -- arguments ---------------------------------------------------------------------
+
+
+def check_wbits(wbits, name):
+    """Returns wbits as an int 1..8, or candidate widths as a sorted tuple (a search).
+
+    Example:
+
+    >>> check_wbits(2, "wbits"), check_wbits([4, 1, 2], "wbits")
+    (2, (1, 2, 4))
+    """
+    if mixed_precision.is_searched(wbits):
+        return mixed_precision.validate_candidates(wbits, name)
+    return value_sets.validate_bits(wbits, name)
 
 
 def check_abits(abits, name):
@@ -74,11 +88,7 @@ def input_quantizer(abits):
         return keras.saving.deserialize_keras_object(
             keras.saving.serialize_keras_object(abits)
         )
-    if isinstance(abits, str):
-        return quantizers.get(abits)
-    if abits == quantizers.FULL_PRECISION_BITS:
-        return None
-    return quantizers.ActivationQuantizer(abits)
+    return quantizers.get(abits if isinstance(abits, str) else quantizers.alias(abits))
 
 
 def check_layer_config(layer_config, leaves):
@@ -116,9 +126,7 @@ def check_layer_config(layer_config, leaves):
         layer_wbits = value.get("wbits")
         layer_abits = value.get("abits")
         if layer_wbits is not None:
-            layer_wbits = value_sets.validate_bits(
-                layer_wbits, f"layer_config[{key!r}]['wbits']"
-            )
+            layer_wbits = check_wbits(layer_wbits, f"layer_config[{key!r}]['wbits']")
         if layer_abits is not None:
             layer_abits = check_abits(layer_abits, f"layer_config[{key!r}]['abits']")
         checked[key] = (layer_wbits, layer_abits)

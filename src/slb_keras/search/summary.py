@@ -7,7 +7,10 @@ One row per layer (nested models expanded), in the spirit of
   (its kernel size, not its logits) plus its bias and quantizer variables;
   a StateBatchNormalization deploys gamma, beta and its hard statistics;
   every other layer deploys all its float variables.
-- logits: the SLB logits (2**wbits per weight), the training-time search.
+- logits: the SLB logits (2**wbits per weight), the training-time search. A
+  searched layer (`wbits=(1, 2, 4)`) shows its chosen width (what
+  `fix_bit_widths` keeps) and its logits over the widest candidate; with more
+  than one width, the totals give the average bits per quantized weight.
 - training memory: bytes of all variables, trainable and non-trainable
   (logits, temperature, both sets of BN statistics, ...), as Keras holds them.
 - deployed memory: `wbits` bits per SLB weight, 32 bits per float parameter
@@ -22,9 +25,9 @@ import dataclasses
 import keras
 import numpy as np
 
-from slb_keras import checks
+from slb_keras import keras_private
 from slb_keras import layers as slb_layers_lib
-from slb_keras.normalization import StateBatchNormalization
+from slb_keras.core.normalization import StateBatchNormalization
 
 FLOAT_BITS = 32
 
@@ -113,8 +116,14 @@ class ModelSummary:
             f"{count:,} at {bits} bit{'s' if bits > 1 else ''}"
             for bits, count in sorted(self.params_by_bits.items())
         )
+        quantized = {b: n for b, n in self.params_by_bits.items() if b != FLOAT_BITS}
+        average = (
+            [f"Average bits per quantized weight: {sum(b * n for b, n in quantized.items()) / sum(quantized.values()):.3f}"]
+            if len(quantized) > 1 else []
+        )
         totals = [
             f"Total params: {self.params:,}" + (f" ({by_bits})" if by_bits else ""),
+            *average,
             f"SLB logits: {self.logits:,}",
             f"Training memory (variables): {_bytes_text(self.training_bytes)}",
             f"Deployed size: {_bytes_text(self.deployed_bits / 8)} "
@@ -212,15 +221,19 @@ def _unique(variables):
 
 
 def _roles(layer):
-    """{id(variable): bits or None}: SLB logits (their wbits) and undeployed variables.
+    """{id(variable): (bits, values per weight) or None}: SLB logits and undeployed variables.
+
+    A searched layer's logits deploy at its chosen width (`chosen_wbits`).
 
     Looks into sublayers too, so a wrapper holding SLB layers is counted right.
     """
     roles = {}
-    for sub in checks.flatten_layers(layer, include_self=True):
+    for sub in keras_private.flatten_layers(layer, include_self=True):
         if isinstance(sub, slb_layers_lib.SLBLayerMixin) and sub.built:
-            roles[id(sub.kernel_logits)] = sub.wbits
+            roles[id(sub.kernel_logits)] = (sub.chosen_wbits(), 2**sub.logit_bits)
             roles[id(sub.temperature)] = None
+            if sub.searched:
+                roles[id(sub.width_logits)] = roles[id(sub.bit_cost)] = None
         elif isinstance(sub, StateBatchNormalization) and sub.built:
             for variable in (sub.moving_mean, sub.moving_variance, sub.calibrated):
                 roles[id(variable)] = None  # soft statistics: training only
@@ -235,10 +248,10 @@ def _layer_summary(name, layer, variables, params_by_bits):
         size = int(np.prod(variable.shape))
         training_bytes += size * np.dtype(variable.dtype).itemsize
         if id(variable) in roles:
-            bits = roles[id(variable)]
-            if bits is None:
+            if roles[id(variable)] is None:
                 continue
-            count = size // 2**bits  # one deployed weight per 2**bits logits
+            bits, values = roles[id(variable)]
+            count = size // values  # one deployed weight per `values` logits
             logits += size
             wbits.add(bits)
         elif np.issubdtype(np.dtype(variable.dtype), np.floating):

@@ -20,8 +20,8 @@ import os
 import keras
 import numpy as np
 
-from slb_keras import checks
-from slb_keras import value_sets
+from slb_keras import keras_private
+from slb_keras.core import value_sets
 
 # The TFLite converter's dynamic-range quantization leaves smaller weights float.
 _DYNAMIC_RANGE_MIN_WEIGHTS = 1024
@@ -114,14 +114,14 @@ def size_report(path, fmt, inference, kernels, stored, float_bits=32):
         path: the written file.
         fmt: the report's format name, e.g. "tflite".
         inference: the inference model that was written.
-        kernels: its `SLBKernel`s (see `slb_keras.inference_model`).
+        kernels: its `SLBKernel`s (see `slb_keras.deploy.inference_model`).
         stored: (num_weights, bits, is_slb) -> bytes that kernel takes in the file.
         float_bits: 8 if full-precision kernels of >= 1024 weights were stored as
             int8 (the converter's dynamic-range rule), else 32.
 
     Example:
 
-    >>> from slb_keras.inference_model import inference_model_and_kernels
+    >>> from slb_keras.deploy.inference_model import inference_model_and_kernels
     >>> model = keras.Sequential([keras.Input((16,)), slb_keras.SLBDense(8, wbits=1)])
     >>> inference, kernels = inference_model_and_kernels(model)
     >>> open("m.bin", "wb").write(bytes(16))
@@ -133,7 +133,7 @@ def size_report(path, fmt, inference, kernels, stored, float_bits=32):
     by_layer = {id(entry.layer): entry for entry in kernels}
     rows = []
     slb_params = 0
-    for layer in checks.flatten_layers(inference):
+    for layer in keras_private.flatten_layers(inference):
         if not isinstance(getattr(layer, "kernel", None), keras.Variable):
             continue
         n = int(np.prod(layer.kernel.shape))

@@ -27,8 +27,8 @@ import keras
 import numpy as np
 
 from slb_keras import layers as slb_layers_lib
-from slb_keras import value_sets
-from slb_keras.normalization import StateBatchNormalization
+from slb_keras.core import value_sets
+from slb_keras.core.normalization import StateBatchNormalization
 
 # A weight lying on a value gets this probability on it at the current tau.
 _ON_VALUE_PROBABILITY = 0.99
@@ -137,7 +137,7 @@ def init_slb_layer(old, new, init, bn):
     if init == "random":
         return
     kernel = to_numpy(old.kernel)
-    bits = new.wbits
+    bits = new.logit_bits  # a searched layer: the widest candidate (nearest values nest)
     matrix = _matrix(old, kernel)
     u = slb_layers_lib.family_of(old).from_matrix(matrix / channel_scale(matrix, bits), kernel.shape)
     tau = float(to_numpy(new.temperature))

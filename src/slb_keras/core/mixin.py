@@ -21,7 +21,7 @@ The `kernel` attribute is always the hard kernel (a computed tensor, not a
 variable).
 
 The model-level helpers (`slb_layers`, `set_temperature`, `soft_inference`,
-`record_inputs`) are in `slb_keras.model_helpers`.
+`record_inputs`) are in `slb_keras.core.model_helpers`.
 """
 
 import warnings
@@ -29,10 +29,12 @@ import warnings
 import keras
 from keras import ops
 
-from slb_keras import ops as slb_ops
-from slb_keras import quantizers
-from slb_keras import value_sets
-from slb_keras.family import bias_and_activation
+from slb_keras import keras_private
+from slb_keras.core import mixed_precision
+from slb_keras.core import ops as slb_ops
+from slb_keras.core import quantizers
+from slb_keras.core import value_sets
+from slb_keras.core.family import bias_and_activation
 
 
 class SLBLayerMixin:
@@ -77,10 +79,13 @@ class SLBLayerMixin:
                     f"Invalid {unsupported}={kwargs[unsupported]!r}: not supported by SLB "
                     "layers, whose kernel is already low-bit; expected None."
                 )
-        self.wbits = value_sets.validate_bits(wbits, "wbits")
-        if self.wbits >= 7:
+        if mixed_precision.is_searched(wbits):
+            self.wbits = mixed_precision.validate_candidates(wbits, "wbits")
+        else:
+            self.wbits = value_sets.validate_bits(wbits, "wbits")
+        if self.logit_bits >= 7:
             warnings.warn(
-                f"wbits={self.wbits} keeps {2**self.wbits} logits per weight: training "
+                f"wbits={self.wbits} keeps {2**self.logit_bits} logits per weight: training "
                 "memory is that many times the float kernel.",
                 stacklevel=3,
             )
@@ -109,7 +114,7 @@ class SLBLayerMixin:
         shape = tuple(kwargs.get("shape", args[0] if args else None))
         self.kernel_logits = super().add_weight(
             name="kernel_logits",
-            shape=shape + (2**self.wbits,),
+            shape=shape + (2**self.logit_bits,),
             initializer=self.logits_initializer,
             regularizer=kwargs.get("regularizer"),
             dtype="float32",
@@ -124,7 +129,34 @@ class SLBLayerMixin:
             autocast=False,
             trainable=False,
         )
+        if self.searched:
+            self.width_logits = super().add_weight(
+                name="width_logits",
+                shape=(len(self.wbits),),
+                initializer="zeros",
+                dtype="float32",
+                autocast=False,
+                trainable=True,
+            )
+            self.bit_cost = super().add_weight(
+                name="bit_cost",
+                shape=(),
+                initializer="zeros",
+                dtype="float32",
+                autocast=False,
+                trainable=False,
+            )
         return None
+
+    @property
+    def searched(self):
+        """Whether the layer searches its width among candidates (`wbits` a tuple)."""
+        return isinstance(self.wbits, tuple)
+
+    @property
+    def logit_bits(self):
+        """The width of the value set the logits span: `wbits`, or the widest candidate."""
+        return self.wbits[-1] if self.searched else self.wbits
 
     @property
     def kernel(self):
@@ -157,15 +189,48 @@ class SLBLayerMixin:
             temperature: tau to use; defaults to the layer's `temperature`.
         """
         tau = self.temperature if temperature is None else temperature
+        if self.searched:
+            return mixed_precision.soft_weight(self.kernel_logits, self.width_logits, tau, self.wbits)
         return slb_ops.soft_weight(self.kernel_logits, tau, bits=self.wbits)
 
     def hard_kernel(self):
-        """W_hard = v[argmax_k A_k], float32 of kernel_shape, values in V."""
+        """W_hard = v[argmax_k A_k], float32 of kernel_shape, values in V.
+
+        A searched layer: at its chosen width (`chosen_wbits`), in that width's V.
+        """
+        if self.searched:
+            return mixed_precision.hard_weight(self.kernel_logits, self.width_logits, self.wbits)
         return slb_ops.hard_weight(self.kernel_logits, bits=self.wbits)
 
     def kernel_codes(self):
-        """Integer codes argmax_k A_k in 0..2**wbits-1 (int32, kernel_shape)."""
+        """Integer codes argmax_k A_k in 0..2**wbits-1 (int32, kernel_shape).
+
+        A searched layer: the codes in V of its chosen width.
+        """
+        if self.searched:
+            return mixed_precision.hard_codes(self.kernel_logits, self.width_logits, self.wbits)
         return slb_ops.hard_codes(self.kernel_logits)
+
+    def chosen_wbits(self):
+        """The width the layer deploys with: `wbits`, or the searched argmax width.
+
+        Example:
+
+        >>> layer = slb_keras.SLBDense(2, wbits=(1, 2, 4))
+        >>> layer.build((None, 3))
+        >>> layer.chosen_wbits()  # width logits start equal: the narrowest
+        1
+        """
+        if not self.searched:
+            return self.wbits
+        return mixed_precision.chosen_width(self.width_logits, self.wbits)
+
+    def expected_wbits(self, temperature=None):
+        """E[bits] under softmax(tau * width_logits) (a float32 scalar); `wbits` if not searched."""
+        if not self.searched:
+            return ops.convert_to_tensor(float(self.wbits))
+        tau = self.temperature if temperature is None else temperature
+        return mixed_precision.expected_bits(self.width_logits, tau, self.wbits)
 
     def assign_kernel(self, values, margin=10.0):
         """Sets the logits so the hard kernel is the value of V nearest `values`.
@@ -174,6 +239,11 @@ class SLBLayerMixin:
         V; the chosen value gets logit `margin`, the others 0. With
         tau * margin large the soft kernel equals the hard one too.
         """
+        if self.searched:
+            raise ValueError(
+                f"Layer {self.name!r} searches its width (wbits={self.wbits}): assign_kernel "
+                "needs one width; fix the widths first (slb_keras.fix_bit_widths)."
+            )
         codes = value_sets.values_to_codes(ops.convert_to_numpy(values), self.wbits)
         expected = tuple(self.kernel_logits.shape[:-1])
         if codes.shape != expected:
@@ -193,6 +263,10 @@ class SLBLayerMixin:
         soft = training or self.inference_kernel == "soft"
         kernel = self.soft_kernel() if soft else self.hard_kernel()
         outputs = self.apply_kernel(inputs, ops.cast(kernel, self.compute_dtype))
+        if training and self.searched:
+            # The size budget's term (slb_keras.BitBudget sets bit_cost): its gradient
+            # moves the width logits towards narrower widths while over the budget.
+            self.add_loss(self.bit_cost * self.expected_wbits())
         return bias_and_activation(self, outputs)
 
     def apply_kernel(self, inputs, kernel):
@@ -211,7 +285,7 @@ class SLBLayerMixin:
 
     def _check_saved_logits(self, store):
         """A short ValueError if the saved kernel_logits do not fit (e.g. another wbits)."""
-        variables = self._trainable_variables + self._non_trainable_variables
+        variables = keras_private.saved_variable_order(self)
         index = next((i for i, v in enumerate(variables) if v is self.kernel_logits), None)
         if index is None or len(store.keys()) != len(variables):
             return  # Keras's own check names the count mismatch
@@ -226,7 +300,7 @@ class SLBLayerMixin:
             saved_bits = f"wbits={bits}" if held == 2**bits and bits >= 1 else "no wbits"
             raise ValueError(
                 f"Cannot load the weights of layer {self.name!r}: it has wbits={self.wbits} "
-                f"({2**self.wbits} values per weight) but the saved kernel_logits hold "
+                f"({2**self.logit_bits} values per weight) but the saved kernel_logits hold "
                 f"{held} values per weight ({saved_bits}); build the layer with the wbits "
                 "the weights were saved with."
             )

@@ -15,11 +15,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from slb_keras import value_sets
+from slb_keras.core import value_sets
 
 _fused = None  # the TensorFlow kernels of soft_weight, on that backend only
 if keras.backend.backend() == "tensorflow":
-    from slb_keras import _fused
+    from slb_keras.core import _fused
 
 
 def _shifted_logits(logits, temperature):

@@ -3,7 +3,7 @@
 The TFLite converter cannot be asked for exact integer SLB kernels: its
 dynamic-range quantization picks its own scale (max|W| / 127, so 1/3 becomes
 42/127) and it folds a following batch normalization into any constant kernel.
-So `slb_keras.tflite_export` gives the converter each SLB kernel as an *input*
+So `slb_keras.deploy.tflite_export` gives the converter each SLB kernel as an *input*
 of the converted function (it can neither fold nor quantize it), and this
 module edits the flatbuffer: each kernel input becomes an integer constant
 holding the codes (m - 1) * W_h with scale 1/(m - 1), read by a DEQUANTIZE op;

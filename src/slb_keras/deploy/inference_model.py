@@ -29,10 +29,11 @@ import numpy as np
 from keras import ops
 
 from slb_keras import checks
-from slb_keras import graph
+from slb_keras import keras_private
+from slb_keras.convert import graph
 from slb_keras import layers as slb_layers_module
-from slb_keras import normalization
-from slb_keras import quantizers
+from slb_keras.core import normalization
+from slb_keras.core import quantizers
 
 _SLB_CONFIG_KEYS = ("wbits", "input_quantizer", "logits_initializer")
 
@@ -147,7 +148,7 @@ def inference_model_and_kernels(model, float32=False):
 
 def _check_finite(model):
     """A ValueError naming the first layer with a NaN or infinite weight or logit."""
-    for layer in checks.flatten_layers(model):
+    for layer in keras_private.flatten_layers(model):
         for variable in layer.weights:
             values = ops.convert_to_numpy(variable)
             if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
@@ -185,7 +186,7 @@ def _convert_graph(model, kernels, float32):
         if isinstance(op, (quantizers.ActivationQuantizer, quantizers.PACTQuantizer)):
             quantize = _quantizer_ops(op)
             return lambda inputs, **kwargs: quantize(inputs)
-        if checks.is_graph_model(op):
+        if keras_private.is_graph_model(op):
             return _convert_graph(op, kernels, float32)
         if isinstance(op, normalization.StateBatchNormalization):
             return _replace_state_batch_norm(op, config_of(op), copies)
@@ -220,6 +221,11 @@ def _stock_class(layer):
 
 
 def _replace_slb_layer(layer, config, kernels, copies):
+    if layer.searched:
+        raise ValueError(
+            f"Layer {layer.name!r} still searches its width (wbits={layer.wbits}): fix the "
+            "widths first (slb_keras.fix_bit_widths(model)), then export the fixed model."
+        )
     config = {k: v for k, v in config.items() if k not in _SLB_CONFIG_KEYS}
     stock = _stock_class(layer).from_config(config)
     hard = ops.convert_to_numpy(layer.hard_kernel())
@@ -253,26 +259,9 @@ def _input_bits(quantizer):
 
 
 def _quantizer_ops(quantizer, owner=None):
-    """x -> quantized x, from keras.ops only (same forward values as the layer)."""
-    if isinstance(quantizer, quantizers.ActivationQuantizer):
-        bits = quantizer.bits
-        if bits == quantizers.FULL_PRECISION_BITS:
-            return lambda x: x
-        if bits == 1:
-            return lambda x: ops.cast(ops.where(ops.greater_equal(x, 0.0), 1.0, -1.0), x.dtype)
-        n = float(2**bits - 1)
-        return lambda x: ops.divide(ops.round(ops.multiply(ops.clip(x, 0.0, 1.0), n)), n)
-    if isinstance(quantizer, quantizers.PACTQuantizer):
-        alpha = np.maximum(np.float32(ops.convert_to_numpy(quantizer.alpha)), np.float32(1e-3))
-        if quantizer.bits == quantizers.FULL_PRECISION_BITS:
-            return lambda x: ops.subtract(ops.relu(x), ops.relu(ops.subtract(x, alpha)))
-        scale = alpha / np.float32(2**quantizer.bits - 1)
-
-        def pact(x):
-            # The layer's exact forward: round(clip(x, 0, alpha) / s) * s.
-            return ops.multiply(ops.round(ops.divide(ops.minimum(ops.relu(x), alpha), scale)), scale)
-
-        return pact
+    """x -> quantized x, from keras.ops only: the quantizer's own `inference_function`."""
+    if callable(getattr(quantizer, "inference_function", None)):
+        return quantizer.inference_function()
     if type(quantizer).__module__.startswith("keras.") and not quantizer.weights:
         return type(quantizer).from_config(quantizer.get_config())
     where = f" (input_quantizer of {owner.name!r})" if owner is not None else ""
@@ -307,7 +296,7 @@ def _fold_batch_norms(model):
     def replacement(op):
         if id(op) in folded_ids:
             return lambda inputs, **kwargs: inputs
-        if checks.is_graph_model(op):
+        if keras_private.is_graph_model(op):
             return _fold_batch_norms(op)
         config = op.get_config()
         if id(op) in folds:
