@@ -70,8 +70,26 @@ def set_temperature(model, temperature):
                 f"Layer {layer.name!r} is not built: build the model before setting "
                 "its temperature."
             )
-        layer.temperature.assign(tau)
+    assign_temperature(layers, tau)
     return len(layers)
+
+
+def assign_temperature(layers, tau):
+    """Writes tau into each SLB layer's own `temperature` variable: the one writer of tau.
+
+    `tau` must already be a checked finite float > 0: `set_temperature` checks its
+    argument, `TemperatureScheduler` its schedule when it is made; this runs every
+    step, so it checks nothing again.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2)])
+    >>> assign_temperature(slb_layers(model), 3.0)
+    >>> float(model.layers[0].temperature.numpy())
+    3.0
+    """
+    for layer in layers:
+        layer.temperature.assign(tau)
 
 
 def _temperature_value(temperature):

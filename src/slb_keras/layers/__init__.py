@@ -38,6 +38,7 @@ from slb_keras.layers.depthwise import SLBDepthwiseConv2D
 from slb_keras.core.family import LayerFamily
 from slb_keras.core.family import bias_and_activation
 from slb_keras.core.mixin import SLBLayerMixin
+from slb_keras.core.model_helpers import assign_temperature
 from slb_keras.core.model_helpers import record_inputs
 from slb_keras.core.model_helpers import set_temperature
 from slb_keras.core.model_helpers import slb_layers
@@ -98,6 +99,7 @@ __all__ = [
     "SLBLayerMixin",
     "STEConv2D",
     "STEDense",
+    "assign_temperature",
     "bias_and_activation",
     "convertible",
     "family_of",

@@ -302,6 +302,6 @@ class TemperatureScheduler(keras.callbacks.Callback):
     def _set(self, step):
         tau = self(step)
         if tau != self._tau:
-            for layer in self._layers:  # the layers' own variables: no retracing
-                layer.temperature.assign(tau)
+            # The layers' own variables (no retracing), through the one writer of tau.
+            slb_layers_lib.assign_temperature(self._layers, tau)
             self._tau = tau
