@@ -13,6 +13,10 @@ three times the bytes of its extra trainable variables (the 2**b logits per
 weight against STE's one latent weight, their SGD momentum slot and their
 gradient). No implementation of SLB's parametrization goes much below it.
 
+With --search=1,2,4 it also times an SLB model whose layers search their
+width among those candidates (logits over the widest set, one soft weight per
+candidate), against SLB at the widest width: what the search costs.
+
 Example:
 
     python benchmarks/step_time.py --model=vgg_small --batch_size=32 --wbits=1,2,4 \
@@ -31,15 +35,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _common  # noqa: E402
 
 
-def _configs(wbits_list):
+def _configs(wbits_list, search=None):
     configs = [("fp", 32)]
     for wbits in wbits_list:
         configs += [("ste", wbits), ("slb", wbits)]
+    if search:
+        configs.append(("slb", tuple(search)))
     return configs
 
 
 def _label(method, wbits):
-    return "fp" if method == "fp" else f"{method}-W{wbits}"
+    if method == "fp":
+        return "fp"
+    if isinstance(wbits, tuple):
+        return f"search-W{'+'.join(map(str, wbits))}"
+    return f"{method}-W{wbits}"
+
+
+def _wbits_text(text):
+    """"4" -> 4, "1+2+4" -> (1, 2, 4): a memory child's width or candidate widths."""
+    return tuple(int(b) for b in text.split("+")) if "+" in text else int(text)
 
 
 def _build(args, method, wbits):
@@ -50,7 +65,7 @@ def _build(args, method, wbits):
     model = models.get_model(
         args.model,
         method=method,
-        wbits=max(1, min(wbits, 8)),
+        wbits=wbits if isinstance(wbits, tuple) else max(1, min(wbits, 8)),
         abits=args.abits if method != "fp" else 32,
         input_shape=(args.image_size, args.image_size, 3),
         num_classes=10,
@@ -86,7 +101,7 @@ def time_steps(args):
 
     x, y = _data(args)
     x, y = tf.constant(x), tf.constant(y)
-    configs = _configs(args.wbits)
+    configs = _configs(args.wbits, args.search)
     built = {}
     for method, wbits in configs:
         model = _build(args, method, wbits)
@@ -103,7 +118,7 @@ def time_steps(args):
     return {_label(*c): times[c] for c in configs}
 
 
-def summarize(times, wbits_list, batch_size):
+def summarize(times, wbits_list, batch_size, search=None):
     """Medians, images/s and per-round ratios (median and interquartile range)."""
     summary = {"configs": {}, "ratios": {}}
     for label, values in times.items():
@@ -114,6 +129,13 @@ def summarize(times, wbits_list, batch_size):
             "steps": int(values.size),
         }
     fp = np.asarray(times["fp"])
+    if search and max(search) in wbits_list:
+        ratio = np.asarray(times[_label("slb", tuple(search))]) / np.asarray(times[f"slb-W{max(search)}"])
+        summary["ratios"][f"{_label('slb', tuple(search))}/slb-W{max(search)}"] = {
+            "median": float(np.median(ratio)),
+            "q25": float(np.percentile(ratio, 25)),
+            "q75": float(np.percentile(ratio, 75)),
+        }
     for wbits in wbits_list:
         slb = np.asarray(times[f"slb-W{wbits}"])
         ste = np.asarray(times[f"ste-W{wbits}"])
@@ -159,12 +181,13 @@ def _peak_memory_child(args, method, wbits):
 def peak_memory(args):
     """Peak memory per configuration, each in its own process."""
     results = {}
-    for method, wbits in _configs(args.wbits):
+    for method, wbits in _configs(args.wbits, args.search):
+        child = "+".join(map(str, wbits)) if isinstance(wbits, tuple) else wbits
         cmd = [
             sys.executable, os.path.abspath(__file__), f"--model={args.model}",
             f"--batch_size={args.batch_size}", f"--image_size={args.image_size}",
             f"--abits={args.abits}", f"--warmup={args.warmup}",
-            f"--memory_child={method}:{wbits}",
+            f"--memory_child={method}:{child}",
         ] + (["--jit_compile"] if args.jit_compile else []) + (
             ["--mixed_precision"] if args.mixed_precision else [])
         results[_label(method, wbits)] = _common.run_child(cmd)
@@ -178,6 +201,10 @@ def peak_memory(args):
         # momentum slot (SGD) and a gradient of the same size.
         extra_state = 3 * (slb["trainable_bytes"] - ste["trainable_bytes"])
         state_only[f"W{wbits} slb/ste"] = (ste[key] + extra_state) / ste[key]
+    if args.search and max(args.search) in args.wbits:
+        searched = results[_label("slb", tuple(args.search))]
+        ratios[f"{_label('slb', tuple(args.search))}/slb-W{max(args.search)}"] = (
+            searched[key] / results[f"slb-W{max(args.search)}"][key])
     return {"per_config": results, "measure": key, "ratios": ratios, "state_only_ratios": state_only}
 
 
@@ -188,6 +215,9 @@ def _parse(argv):
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--wbits", default="1,2,4", type=lambda s: [int(b) for b in s.split(",")])
     parser.add_argument("--abits", type=int, default=32)
+    parser.add_argument("--search", default=None, type=lambda s: [int(b) for b in s.split(",")],
+                        help="also time an SLB bit-width search over these widths (e.g. 1,2,4), "
+                             "with its ratio to slb at the widest")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--jit_compile", action="store_true")
@@ -198,6 +228,12 @@ def _parse(argv):
     args = parser.parse_args(argv)
     if args.batch_size <= 0 or args.rounds <= 0 or args.warmup < 0:
         parser.error("--batch_size and --rounds must be > 0, --warmup >= 0")
+    if args.search is not None and (
+        len(set(args.search)) != len(args.search) or len(args.search) < 2
+        or not set(args.search) <= {1, 2, 4, 8}
+    ):
+        parser.error(f"--search={','.join(map(str, args.search))}: expected two or more distinct "
+                     "widths of 1, 2, 4, 8")
     return args
 
 
@@ -206,7 +242,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.memory_child:
         method, wbits = args.memory_child.split(":")
-        _peak_memory_child(args, method, int(wbits))
+        _peak_memory_child(args, method, _wbits_text(wbits))
         return
     import tensorflow as tf
 
@@ -217,11 +253,11 @@ def main(argv=None):
         "mixed_precision": args.mixed_precision, "rounds": args.rounds,
         "device": devices[0].name if devices else f"CPU x{os.cpu_count()}",
     }
-    report.update(summarize(time_steps(args), args.wbits, args.batch_size))
+    report.update(summarize(time_steps(args), args.wbits, args.batch_size, args.search))
     print(f"{args.model} batch {args.batch_size} abits {args.abits} on {report['device']} "
           f"(xla={args.jit_compile}, mixed={args.mixed_precision}, {args.rounds} rounds)")
     for label, stats in report["configs"].items():
-        print(f"  {label:8s} median step {stats['median_s'] * 1000:9.1f} ms  "
+        print(f"  {label:12s} median step {stats['median_s'] * 1000:9.1f} ms  "
               f"{stats['images_per_s']:8.1f} img/s")
     for label, stats in report["ratios"].items():
         print(f"  {label:12s} {stats['median']:.3f}  (IQR {stats['q25']:.3f}-{stats['q75']:.3f})")

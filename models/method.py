@@ -27,8 +27,8 @@ import keras
 import slb_keras
 from slb_keras.core import ste
 from slb_keras.core import initializers
+from slb_keras.core import mixed_precision
 from slb_keras.core import quantizers
-from slb_keras.core import value_sets
 
 METHODS = ("slb", "ste", "fp")
 ACTIVATION_QUANTIZERS = quantizers.KINDS
@@ -90,7 +90,12 @@ class Method:
 
     def __post_init__(self):
         validate_method(self.method)
-        object.__setattr__(self, "wbits", value_sets.validate_bits(self.wbits, "wbits"))
+        object.__setattr__(self, "wbits", mixed_precision.validate_wbits(self.wbits, "wbits"))
+        if self.method != "slb" and mixed_precision.is_searched(self.wbits):
+            raise ValueError(
+                f"Invalid wbits={self.wbits!r} for method={self.method!r}: candidate widths "
+                "(a bit-width search) are for method='slb'; expected one width."
+            )
         object.__setattr__(self, "abits", validate_abits(self.abits))
         if self.activation_quantizer not in ACTIVATION_QUANTIZERS:
             raise ValueError(

@@ -36,6 +36,15 @@ def test_step_time_ratios_are_per_round_medians():
     assert summary["configs"]["fp"]["images_per_s"] == pytest.approx(8.0)
 
 
+def test_step_time_search_config_and_its_ratio_to_the_widest_width():
+    step_time = _script("step_time")
+    assert step_time._configs([2], search=[1, 2]) == [("fp", 32), ("ste", 2), ("slb", 2), ("slb", (1, 2))]
+    assert step_time._wbits_text("1+2") == (1, 2) and step_time._wbits_text("4") == 4
+    times = {"fp": [1.0] * 3, "ste-W2": [1.0] * 3, "slb-W2": [2.0, 2.0, 4.0], "search-W1+2": [3.0, 4.0, 4.0]}
+    summary = step_time.summarize(times, [2], batch_size=8, search=[1, 2])
+    assert summary["ratios"]["search-W1+2/slb-W2"]["median"] == pytest.approx(1.5)  # 1.5, 2, 1
+
+
 @pytest.mark.slow
 def test_step_time_end_to_end_with_state_only_memory_ratio(tmp_path):
     report = _report("step_time", [
@@ -105,6 +114,7 @@ def test_soft_kernel_end_to_end(tmp_path):
     "name, argv",
     [
         ("step_time", ["--batch_size=0"]),
+        ("step_time", ["--search=1,3"]),
         ("accuracy", ["--epochs=0"]),
         ("export_size", ["--runs=0"]),
         ("soft_kernel", ["--bits=9"]),

@@ -1,8 +1,5 @@
 """Mixed-precision search: searched layers, the size budget, fixing the widths, exports."""
 
-import json
-import zipfile
-
 import keras
 import numpy as np
 import pytest

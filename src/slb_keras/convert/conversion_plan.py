@@ -31,7 +31,6 @@ from slb_keras.convert import graph
 from slb_keras import layers as slb_layers_lib
 from slb_keras.core import mixed_precision
 from slb_keras.core import quantizers
-from slb_keras.core import value_sets
 
 # Which Keras layers quantize_model converts is the layer families' to say
 # (`slb_keras.layers.convertible`): a stock layer of a family with an SLB class.
@@ -51,9 +50,7 @@ def check_wbits(wbits, name):
     >>> check_wbits(2, "wbits"), check_wbits([4, 1, 2], "wbits")
     (2, (1, 2, 4))
     """
-    if mixed_precision.is_searched(wbits):
-        return mixed_precision.validate_candidates(wbits, name)
-    return value_sets.validate_bits(wbits, name)
+    return mixed_precision.validate_wbits(wbits, name)
 
 
 def check_abits(abits, name):

@@ -38,6 +38,19 @@ def is_searched(wbits):
     return isinstance(wbits, (list, tuple))
 
 
+def validate_wbits(wbits, name="wbits"):
+    """One width (an int 1..8) or candidate widths (a sorted tuple of 1, 2, 4, 8).
+
+    Example:
+
+    >>> validate_wbits(3), validate_wbits([4, 2])
+    (3, (2, 4))
+    """
+    if is_searched(wbits):
+        return validate_candidates(wbits, name)
+    return value_sets.validate_bits(wbits, name)
+
+
 def validate_candidates(wbits, name="wbits"):
     """Candidate widths as a sorted tuple: at least two distinct values of 1, 2, 4, 8.
 

@@ -79,10 +79,7 @@ class SLBLayerMixin:
                     f"Invalid {unsupported}={kwargs[unsupported]!r}: not supported by SLB "
                     "layers, whose kernel is already low-bit; expected None."
                 )
-        if mixed_precision.is_searched(wbits):
-            self.wbits = mixed_precision.validate_candidates(wbits, "wbits")
-        else:
-            self.wbits = value_sets.validate_bits(wbits, "wbits")
+        self.wbits = mixed_precision.validate_wbits(wbits, "wbits")
         if self.logit_bits >= 7:
             warnings.warn(
                 f"wbits={self.wbits} keeps {2**self.logit_bits} logits per weight: training "
