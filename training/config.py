@@ -167,6 +167,20 @@ def resolve(config):
     >>> resolve(Config(model="resnet20")).lr
     0.1
     """
+    config = _with_recipe(config)
+    _check_method(config)
+    _check_counts_and_choices(config)
+    config = _with_temperature(config)
+    _check_training(config)
+    _check_switches_and_data(config)
+    if config.model_dir is None:
+        name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_label(config.dataset)}"
+        config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
+    return config
+
+
+def _with_recipe(config):
+    """The recipe's and the budget's defaults, the block's; the model and block checked."""
     if config.model not in models.MODELS:
         raise invalid_flag("model", config.model, "one of " + ", ".join(models.MODELS))
     recipe = RECIPES[config.model]
@@ -187,6 +201,11 @@ def resolve(config):
                            f"for --model={config.model}")
     if config.ste_clip is None:
         config = dataclasses.replace(config, ste_clip=config.wbits == 1)
+    return config
+
+
+def _check_method(config):
+    """The method, its bits and quantizer (as models.Method checks them), the width multiplier."""
     if config.method not in method_lib.METHODS:
         raise invalid_flag("method", config.method, "one of " + ", ".join(method_lib.METHODS))
     try:
@@ -199,6 +218,10 @@ def resolve(config):
         method_lib.scaled_filters(1, config.width_multiplier)
     except ValueError as error:
         raise UsageError(str(error).replace("Invalid ", "Invalid --", 1)) from None
+
+
+def _check_counts_and_choices(config):
+    """The integer fields and the fields with a fixed set of choices."""
     for name, low in (
         ("epochs", 1),
         ("batch_size", 1),
@@ -219,6 +242,10 @@ def resolve(config):
     ):
         if getattr(config, name) not in allowed:
             raise invalid_flag(name, getattr(config, name), "one of " + ", ".join(allowed))
+
+
+def _with_temperature(config):
+    """The temperature schedule's defaults, after its speed or end form is checked."""
     if config.temperature_speed is not None and config.temperature_end is not None:
         raise invalid_flag(
             "temperature_speed", config.temperature_speed,
@@ -236,6 +263,11 @@ def resolve(config):
     config = dataclasses.replace(
         config, **{k: v for k, v in temperature.items() if getattr(config, k) is None}
     )
+    return config
+
+
+def _check_training(config):
+    """The optimizer's, the initial logits' and the schedules' numbers."""
     for name in ("lr", "temperature_start"):
         value = getattr(config, name)
         if not (_is_number(value) and value > 0):
@@ -267,6 +299,10 @@ def resolve(config):
             f"an integer from 0 to {hard_limit} (the epochs after tau stops growing at "
             f"{config.temperature_end_fraction:g} of {config.epochs})",
         )
+
+
+def _check_switches_and_data(config):
+    """The on/off flags, the validation split and the data's location."""
     for name in ("sbn", "ste_clip", "sync_bn", "deterministic", "mixed_precision", "bf16", "jit_compile", "export"):
         if not isinstance(getattr(config, name), bool):
             raise invalid_flag(name, getattr(config, name), "true or false")
@@ -281,11 +317,6 @@ def resolve(config):
         raise invalid_flag("dataset", config.dataset, "a data set name or path")
     if config.data_dir is not None and not os.path.isdir(config.data_dir):
         raise invalid_flag("data_dir", config.data_dir, "an existing directory (no such directory)")
-    if config.model_dir is None:
-        name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_label(config.dataset)}"
-        config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
-    return config
-
 
 def data_label(dataset):
     """The data set's part of a default model_dir: the name of a named data set; for a
