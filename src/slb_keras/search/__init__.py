@@ -2,8 +2,8 @@
 
 The temperature schedule (`temperature.TemperatureScheduler`), the BN calibration
 of the hard statistics (`calibration`), the callbacks that run both and report the
-search (`callbacks`), and `summary` (what a model costs to train and saves when
-deployed). Imports `slb_keras.core` and `slb_keras.layers`; nothing here converts
+search (`callbacks`), the size budget of a bit-width search (`bit_budget`), and
+`summary` (what a model costs to train and saves when deployed). Imports `slb_keras.core` and `slb_keras.layers`; nothing here converts
 or exports. Users import the public names from `slb_keras`:
 
 >>> import slb_keras
