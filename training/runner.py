@@ -199,33 +199,7 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
 def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override, clock):
     model_dir = config.model_dir
     backup_dir = os.path.join(model_dir, BACKUP_DIR if is_chief else f"{BACKUP_DIR}-worker{task_id}")
-    with strategy.scope():
-        model = models.get_model(
-            config.model,
-            method=config.method,
-            wbits=config.wbits,
-            abits=config.abits,
-            input_shape=info.input_shape,
-            num_classes=info.num_classes,
-            width_multiplier=config.width_multiplier,
-            activation_quantizer=config.activation_quantizer,
-            block=config.block,
-            sbn=config.sbn,
-            sync_bn=config.sync_bn,
-            ste_clip=config.method == "ste" and config.ste_clip,
-            logits_init=config.logits_init,
-            input_normalization=None if info.channel_mean is None else (info.channel_mean, info.channel_std),
-        )
-        model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=config.jit_compile,
-        )
-        backup = keras.callbacks.BackupAndRestore(
-            backup_dir, double_checkpoint=True, delete_checkpoint=False
-        )
-        backup_lib.restore(backup, model, config, info)  # the last completed epoch, if any
+    model, backup = _restored_model(config, strategy, info, steps_per_epoch, backup_dir)
     step = int(model.optimizer.iterations.numpy())
     initial_epoch = min(step // steps_per_epoch, config.epochs)
     clock.restored(initial_epoch, config.epochs)
@@ -240,38 +214,9 @@ def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, data
         else:  # killed after its last epoch, before summary.json
             print(f"Resuming {model_dir} after its last epoch ({state}): finishing the run", flush=True)
 
-    calibration_ds = validation_ds = None
-    if datasets_override is not None:
-        train_ds, test_ds, *calibration = datasets_override
-        calibration_ds = calibration[0] if calibration else train_ds
-    else:
-        splits = ("train", "validation", "test") if info.num_validation else ("train", "test")
-        train_ds, *validation, test_ds = input_pipeline.make_datasets(
-            config.dataset,
-            config.data_dir,
-            config.batch_size,
-            strategy,
-            image_size=config.image_size,
-            seed=config.seed,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_split=config.validation_split,
-            splits=splits,
-            augment=config.augment,
-        )
-        validation_ds = validation[0] if validation else None
-        if config.method == "slb":  # global batches of the training set (epoch 0)
-            calibration_ds = input_pipeline.build_dataset(
-                config.dataset,
-                "train",
-                config.batch_size,
-                data_dir=config.data_dir,
-                image_size=config.image_size,
-                seed=config.seed,
-                steps_per_epoch=steps_per_epoch,
-                validation_split=config.validation_split,
-                augment=config.augment,
-            )
+    train_ds, validation_ds, test_ds, calibration_ds = _datasets(
+        config, strategy, info, initial_epoch, steps_per_epoch, datasets_override
+    )
     calibration_steps = config.bn_calibration_steps
     if calibration_steps is None:  # the authors': as many batches as the validation loader
         calibration_steps = max(1, math.ceil((info.num_validation or info.num_test) / config.batch_size))
@@ -314,6 +259,82 @@ def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, data
     summary = _make_summary(
         config, model, strategy, info, steps_per_epoch, initial_epoch, clock, test_loss, test_accuracy
     )
+    _write_outputs(config, model, summary, info, backup_dir, is_chief, clock)
+    return summary
+
+
+def _restored_model(config, strategy, info, steps_per_epoch, backup_dir):
+    """The compiled model and its BackupAndRestore, restored to the last completed epoch, if any."""
+    with strategy.scope():
+        model = models.get_model(
+            config.model,
+            method=config.method,
+            wbits=config.wbits,
+            abits=config.abits,
+            input_shape=info.input_shape,
+            num_classes=info.num_classes,
+            width_multiplier=config.width_multiplier,
+            activation_quantizer=config.activation_quantizer,
+            block=config.block,
+            sbn=config.sbn,
+            sync_bn=config.sync_bn,
+            ste_clip=config.method == "ste" and config.ste_clip,
+            logits_init=config.logits_init,
+            input_normalization=None if info.channel_mean is None else (info.channel_mean, info.channel_std),
+        )
+        model.compile(
+            optimizer=make_optimizer(config, steps_per_epoch),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=config.jit_compile,
+        )
+        backup = keras.callbacks.BackupAndRestore(
+            backup_dir, double_checkpoint=True, delete_checkpoint=False
+        )
+        backup_lib.restore(backup, model, config, info)  # the last completed epoch, if any
+    return model, backup
+
+
+def _datasets(config, strategy, info, initial_epoch, steps_per_epoch, datasets_override):
+    """(train, validation or None, test, calibration or None) datasets of a run."""
+    calibration_ds = validation_ds = None
+    if datasets_override is not None:
+        train_ds, test_ds, *calibration = datasets_override
+        calibration_ds = calibration[0] if calibration else train_ds
+    else:
+        splits = ("train", "validation", "test") if info.num_validation else ("train", "test")
+        train_ds, *validation, test_ds = input_pipeline.make_datasets(
+            config.dataset,
+            config.data_dir,
+            config.batch_size,
+            strategy,
+            image_size=config.image_size,
+            seed=config.seed,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_split=config.validation_split,
+            splits=splits,
+            augment=config.augment,
+        )
+        validation_ds = validation[0] if validation else None
+        if config.method == "slb":  # global batches of the training set (epoch 0)
+            calibration_ds = input_pipeline.build_dataset(
+                config.dataset,
+                "train",
+                config.batch_size,
+                data_dir=config.data_dir,
+                image_size=config.image_size,
+                seed=config.seed,
+                steps_per_epoch=steps_per_epoch,
+                validation_split=config.validation_split,
+                augment=config.augment,
+            )
+    return train_ds, validation_ds, test_ds, calibration_ds
+
+
+def _write_outputs(config, model, summary, info, backup_dir, is_chief, clock):
+    """model.keras, the TFLite export and summary.json (chief), then the backup removed."""
+    model_dir = config.model_dir
     if is_chief:
         clock.phase = f"writing {MODEL_FILE}"
         save_model(model, os.path.join(model_dir, MODEL_FILE))
@@ -327,12 +348,11 @@ def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, data
     backup_lib.remove_dir(backup_dir)
     if is_chief:
         print(
-            f"Test accuracy of the final hard-quantized network: {test_accuracy:.4f} "
+            f"Test accuracy of the final hard-quantized network: {summary['test_accuracy']:.4f} "
             f"({info.num_test} test images, {config.method}, W{config.wbits}/A{config.abits})",
             flush=True,
         )
         print("\n".join(describe_files(model_dir)), flush=True)
-    return summary
 
 
 class _EpochClock:
