@@ -9,6 +9,7 @@
 # Usage (from the repository root, after `pip install -e .`):
 #   bash benchmarks/gpu_cifar10.sh                      # the tarball in ../shared/data
 #   TARBALL=/path/cifar10-train.tar.gz EPOCHS=20 bash benchmarks/gpu_cifar10.sh
+#   MODEL=vgg_small EPOCHS=8 bash benchmarks/gpu_cifar10.sh   # VGG-Small W1/A1
 # Tests run it on CPU with a tiny tarball and STEPS_PER_EPOCH=1 (tests/test_benchmarks.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ TARBALL="${TARBALL:-../shared/data/cifar10-train.tar.gz}"
 EPOCHS="${EPOCHS:-12}"
 SEEDS="${SEEDS:-0}"
 CONFIGS="${CONFIGS:-fp,slb:1/1,ste:1/1}"
+MODEL="${MODEL:-resnet20}"  # or vgg_small
 PY="${PYTHON:-python}"
 export TF_CPP_MIN_LOG_LEVEL=2
 if [ ! -f "$TARBALL" ]; then
@@ -32,6 +34,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT_DIR
 EXTRA=()
 if [ -n "${STEPS_PER_EPOCH:-}" ]; then EXTRA+=(--steps_per_epoch="$STEPS_PER_EPOCH"); fi
 if [ -n "${BATCH_SIZE:-}" ]; then EXTRA+=(--batch_size="$BATCH_SIZE"); fi
-"$PY" benchmarks/cifar10.py --data="$DATA" --model=resnet20 --epochs="$EPOCHS" --seeds="$SEEDS" \
+"$PY" benchmarks/cifar10.py --data="$DATA" --model="$MODEL" --epochs="$EPOCHS" --seeds="$SEEDS" \
   --configs="$CONFIGS" --runs_dir="$OUT_DIR/runs" --out="$OUT_DIR/cifar10.json" "${EXTRA[@]}"
 echo "JSON written to $OUT_DIR/cifar10.json"
