@@ -62,6 +62,16 @@ runpy.run_path("train.py", run_name="__main__")
 '''
 
 
+def _as_from_a_terminal():
+    """The child's SIGINT disposition reset to the default, as a shell starts a command.
+
+    Python installs its KeyboardInterrupt handler only when it starts with SIGINT at the
+    default; a test process may have inherited it ignored (seen once in a full xdist run:
+    every interrupt test then ran to completion), so each child starts as from a shell.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _flags(model_dir):
     return [*TINY_FLAGS, "--method=slb", "--export", f"--model_dir={model_dir}"]
 
@@ -71,7 +81,7 @@ def _interrupted_run(tmp_path, point, model_dir):
     harness.write_text(HARNESS)
     return subprocess.run(
         [sys.executable, str(harness), *_flags(model_dir)], cwd=ROOT, env=child_env(INTERRUPT_AT=point),
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, preexec_fn=_as_from_a_terminal,
     )
 
 
@@ -140,7 +150,7 @@ def test_ctrl_c_during_start_up_changes_nothing(tmp_path):
     model_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "train.py", *_flags(model_dir)], cwd=ROOT, env=child_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal,
     )
     time.sleep(1.5)  # train.py imports TensorFlow for several seconds
     assert process.poll() is None
