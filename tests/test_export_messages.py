@@ -147,3 +147,14 @@ def test_a_model_that_keras_refuses_without_a_message_gets_a_reason(tmp_path, ca
     with pytest.raises(SystemExit):
         export.main([f"--model={tmp_path / 'm.keras'}", f"--out={tmp_path / 'm.tflite'}"])
     assert "cannot be read as a Keras model (KeyError)." in capsys.readouterr().err
+
+
+def test_the_command_line_turns_the_no_slb_layers_warning_into_one_notice(tmp_path, capsys):
+    # export.py recognises the warning by its class (NoSLBLayersWarning), not its text.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")], name="plain")
+    model.save(tmp_path / "m.keras")
+    packed = tmp_path / "m.slb"
+    assert export.main([f"--model={tmp_path / 'm.keras'}", f"--out={tmp_path / 'm.tflite'}",
+                        f"--packed={packed}"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("notice: Model 'plain' has no SLB layers") == 1, err  # once for both exports

@@ -207,6 +207,7 @@ def main(argv=None):
         # The arguments are good: now Keras and TensorFlow.
         import keras
 
+        from slb_keras.deploy import inference_model
         from slb_keras.deploy import packed
         from slb_keras.deploy import tflite_export
         # The classes a saved model may name register themselves when their module is
@@ -233,7 +234,7 @@ def main(argv=None):
                 packed_report = packed.export_packed(model, args.packed)
         notices = []
         for warning in caught:
-            if "has no SLB layers" in str(warning.message):
+            if issubclass(warning.category, inference_model.NoSLBLayersWarning):
                 if str(warning.message) not in notices:
                     notices.append(str(warning.message))
             else:

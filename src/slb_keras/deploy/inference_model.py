@@ -139,6 +139,7 @@ def inference_model_and_kernels(model, float32=False):
         warnings.warn(
             f"Model {model.name!r} has no SLB layers: its inference model and "
             "exports are full precision.",
+            NoSLBLayersWarning,
             stacklevel=3,
         )
     _check_finite(model)
@@ -203,6 +204,16 @@ def _convert_graph(model, kernels, float32):
     for layer, weights in copies:
         layer.set_weights(weights)
     return inference
+
+
+class NoSLBLayersWarning(UserWarning):
+    """Warned when a model with no SLB layer is exported: the export is full precision.
+
+    Example:
+
+    >>> issubclass(NoSLBLayersWarning, UserWarning)
+    True
+    """
 
 
 def _unsupported(op, reason):
