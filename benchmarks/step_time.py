@@ -131,22 +131,22 @@ def summarize(times, wbits_list, batch_size, search=None):
     fp = np.asarray(times["fp"])
     if search and max(search) in wbits_list:
         ratio = np.asarray(times[_label("slb", tuple(search))]) / np.asarray(times[f"slb-W{max(search)}"])
-        summary["ratios"][f"{_label('slb', tuple(search))}/slb-W{max(search)}"] = {
-            "median": float(np.median(ratio)),
-            "q25": float(np.percentile(ratio, 25)),
-            "q75": float(np.percentile(ratio, 75)),
-        }
+        summary["ratios"][f"{_label('slb', tuple(search))}/slb-W{max(search)}"] = _ratio_stats(ratio)
     for wbits in wbits_list:
         slb = np.asarray(times[f"slb-W{wbits}"])
         ste = np.asarray(times[f"ste-W{wbits}"])
         for name, base in (("slb/ste", ste), ("slb/fp", fp)):
-            ratio = slb / base
-            summary["ratios"][f"W{wbits} {name}"] = {
-                "median": float(np.median(ratio)),
-                "q25": float(np.percentile(ratio, 25)),
-                "q75": float(np.percentile(ratio, 75)),
-            }
+            summary["ratios"][f"W{wbits} {name}"] = _ratio_stats(slb / base)
     return summary
+
+
+def _ratio_stats(ratio):
+    """Median and interquartile range of per-round ratios."""
+    return {
+        "median": float(np.median(ratio)),
+        "q25": float(np.percentile(ratio, 25)),
+        "q75": float(np.percentile(ratio, 75)),
+    }
 
 
 def _peak_memory_child(args, method, wbits):

@@ -247,17 +247,23 @@ def to_slb_model(model):
     for old, new in zip(model.layers, converted.layers):
         if isinstance(old, STELayerMixin):
             new.assign_kernel(old.quantized_kernel())
-            if old.bias is not None:
-                new.bias.assign(old.bias)
-            if old.input_quantizer is not None:
-                for source, target in zip(old.input_quantizer.weights, new.input_quantizer.weights):
-                    target.assign(source)
+            copy_bias_and_input_quantizer(old, new)
         else:
             new.set_weights(old.get_weights())
     return converted
 
 
 # -- weights -----------------------------------------------------------------------
+
+
+def copy_bias_and_input_quantizer(old, new):
+    """Copies the bias and the input quantizer's variables (PACT's alpha) of one kernel layer
+    into another of the same configuration (the kernel is the caller's)."""
+    if old.bias is not None:
+        new.bias.assign(old.bias)
+    if old.input_quantizer is not None:
+        for source, target in zip(old.input_quantizer.weights, new.input_quantizer.weights):
+            target.assign(source)
 
 
 def _can_fold(layer, follower):

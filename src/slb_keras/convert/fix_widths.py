@@ -20,6 +20,7 @@ from keras import ops
 from slb_keras import checks
 from slb_keras import keras_private
 from slb_keras import layers as slb_layers_lib
+from slb_keras.convert import conversion
 from slb_keras.core import mixed_precision
 
 
@@ -48,7 +49,7 @@ def choose_widths(model, budget=None):
         raise ValueError(
             f"Invalid model={model.name!r}: it has no searched layer (wbits=(1, 2, 4), ...)."
         )
-    counts = {id(layer): int(np.prod(layer.kernel_logits.shape[:-1])) for layer in layers}
+    counts = {id(layer): n for layer, n in slb_layers_lib.quantized_weight_counts(model)}
     total = sum(counts.values())
     fixed_bits = sum(counts[id(l)] * l.wbits for l in layers if not l.searched)
     log_q = {}
@@ -57,13 +58,13 @@ def choose_widths(model, budget=None):
         q = np.asarray(ops.convert_to_numpy(
             mixed_precision.width_probabilities(layer.width_logits, layer.temperature)), np.float64)
         log_q[id(layer)] = np.log(np.maximum(q, 1e-30))
-        chosen[id(layer)] = int(np.argmax(ops.convert_to_numpy(layer.width_logits)))
+        chosen[id(layer)] = layer.wbits.index(layer.chosen_wbits())
 
     def average():
         return (fixed_bits + sum(counts[id(l)] * l.wbits[chosen[id(l)]] for l in searched)) / total
 
     if budget is not None:
-        widths = [w for l in layers for w in (l.wbits if l.searched else (l.wbits,))]
+        widths = [w for l in layers for w in l.candidate_wbits]
         budget = mixed_precision.validate_budget(budget, widths, name="budget")
         while average() > budget + 1e-9:
             steps = []
@@ -148,9 +149,5 @@ def _copy_searched(old, new):
     """The searched layer's logits of V_b (b = new.wbits) and every other weight."""
     new.kernel_logits.assign(mixed_precision.logits_at(old.kernel_logits, new.wbits, old.wbits))
     new.temperature.assign(old.temperature)
-    if old.use_bias:
-        new.bias.assign(old.bias)
-    if old.input_quantizer is not None:
-        for source, target in zip(old.input_quantizer.weights, new.input_quantizer.weights):
-            target.assign(source)
+    conversion.copy_bias_and_input_quantizer(old, new)
 

@@ -151,6 +151,11 @@ class SLBLayerMixin:
         return isinstance(self.wbits, tuple)
 
     @property
+    def candidate_wbits(self):
+        """The widths the layer may deploy with: `wbits` as a tuple (one width if not searched)."""
+        return self.wbits if self.searched else (self.wbits,)
+
+    @property
     def logit_bits(self):
         """The width of the value set the logits span: `wbits`, or the widest candidate."""
         return self.wbits[-1] if self.searched else self.wbits

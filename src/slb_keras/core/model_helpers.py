@@ -1,6 +1,7 @@
 """Model-level helpers over the SLB layers of a model.
 
-`slb_layers` finds them (nested models included), `set_temperature` sets their tau,
+`slb_layers` finds them (nested models included), `quantized_weight_counts` counts
+their weights, `set_temperature` sets their tau,
 `soft_inference` makes inference use the soft kernels for a while, and `record_inputs`
 records the input each one receives (what calibration and the metrics need).
 """
@@ -33,6 +34,23 @@ def slb_layers(model):
         for layer in keras_private.flatten_layers(model, include_self=True)
         if isinstance(layer, SLBLayerMixin)
     ]
+
+
+def quantized_weight_counts(model):
+    """[(layer, number of quantized weights)] for every SLB layer of `model`.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), slb_keras.SLBDense(2, wbits=(1, 2))])
+    >>> [(layer.name, n) for layer, n in quantized_weight_counts(model)]  # doctest: +ELLIPSIS
+    [('slb_dense...', 6)]
+    """
+    counts = []
+    for layer in slb_layers(model):
+        if not layer.built:
+            raise ValueError(f"Layer {layer.name!r} is not built: build the model first.")
+        counts.append((layer, math.prod(layer.kernel_logits.shape[:-1])))
+    return counts
 
 
 def set_temperature(model, temperature):

@@ -39,6 +39,7 @@ from slb_keras.core.family import LayerFamily
 from slb_keras.core.family import bias_and_activation
 from slb_keras.core.mixin import SLBLayerMixin
 from slb_keras.core.model_helpers import assign_temperature
+from slb_keras.core.model_helpers import quantized_weight_counts
 from slb_keras.core.model_helpers import record_inputs
 from slb_keras.core.model_helpers import set_temperature
 from slb_keras.core.model_helpers import slb_layers
@@ -103,6 +104,7 @@ __all__ = [
     "bias_and_activation",
     "convertible",
     "family_of",
+    "quantized_weight_counts",
     "record_inputs",
     "set_temperature",
     "slb_layers",

@@ -24,23 +24,6 @@ from slb_keras import layers as slb_layers_lib
 from slb_keras.core import mixed_precision
 
 
-def quantized_weight_counts(model):
-    """[(layer, number of quantized weights)] for every SLB layer of `model`.
-
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((3,)), slb_keras.SLBDense(2, wbits=(1, 2))])
-    >>> [(layer.name, n) for layer, n in quantized_weight_counts(model)]  # doctest: +ELLIPSIS
-    [('slb_dense...', 6)]
-    """
-    counts = []
-    for layer in slb_layers_lib.slb_layers(model):
-        if not layer.built:
-            raise ValueError(f"Layer {layer.name!r} is not built: build the model first.")
-        counts.append((layer, math.prod(layer.kernel_logits.shape[:-1])))
-    return counts
-
-
 def average_wbits(model, expected=False):
     """Average bits per quantized weight of `model` (a float).
 
@@ -56,7 +39,7 @@ def average_wbits(model, expected=False):
     >>> average_wbits(model), round(average_wbits(model, expected=True), 3)  # 6 x 2 bits, 6 x 1 / 2.5
     (1.5, 2.25)
     """
-    counts = quantized_weight_counts(model)
+    counts = slb_layers_lib.quantized_weight_counts(model)
     if not counts:
         raise ValueError(f"Invalid model={model.name!r}: it has no SLB layer.")
     total = sum(n for _, n in counts)
@@ -98,14 +81,14 @@ class BitBudget(keras.callbacks.Callback):
         self._searched = []
 
     def on_train_begin(self, logs=None):
-        counts = quantized_weight_counts(self.model)
+        counts = slb_layers_lib.quantized_weight_counts(self.model)
         searched = [(layer, n) for layer, n in counts if layer.searched]
         if not searched:
             raise ValueError(
                 f"BitBudget: model {self.model.name!r} has no searched layer; give SLB layers "
                 "candidate widths, e.g. wbits=(1, 2, 4)."
             )
-        widths = [w for layer, _ in counts for w in (layer.wbits if layer.searched else (layer.wbits,))]
+        widths = [w for layer, _ in counts for w in layer.candidate_wbits]
         mixed_precision.validate_budget(self.budget, widths, name="budget")
         total = sum(n for _, n in counts)
         self._fixed_bits = sum(n * layer.wbits for layer, n in counts if not layer.searched) / total
