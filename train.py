@@ -30,8 +30,21 @@ RECIPE = "default: the model's recipe"
 
 flags.DEFINE_enum("model", "vgg_small", ["vgg_small", "resnet20", "resnet18"], "Network.")
 flags.DEFINE_enum("method", "slb", ["slb", "ste", "fp"], "SLB, the STE baseline or full precision.")
-flags.DEFINE_integer("wbits", 1, "Weight bits of the quantized layers, 1..8.")
+flags.DEFINE_string(
+    "wbits", "1",
+    "Weight bits of the quantized layers, 1..8; or candidate widths of 1, 2, 4, 8 (e.g. 1,2,4) "
+    "with --bit_budget: each layer searches its width.",
+)
 flags.DEFINE_integer("abits", 1, "Activation bits at their inputs, 1..16, or 32 for none.")
+flags.DEFINE_float(
+    "bit_budget", None,
+    "A search's (--wbits=1,2,4) average bits per quantized weight, within the candidates' range.",
+)
+flags.DEFINE_float(
+    "search_fraction", 0.5,
+    "A search's part of the epochs (rounded, at least 1 and 1 short of all); the rest trains "
+    "the chosen widths.",
+)
 flags.DEFINE_enum("activation_quantizer", None, ["dorefa", "pact"], f"For abits 2..8 ({RECIPE}).")
 flags.DEFINE_enum(
     "block", None, ["conv", "convprelubn", "standard", "bireal"],

@@ -49,6 +49,8 @@ def parse_config(text):
     ('slb+temperature_end=50', 'slb', {'temperature_end': '50'}, 2, 2)
     >>> parse_config("fp")
     ('fp', 'fp', {}, 32, 32)
+    >>> parse_config("slb+bit_budget=2:1,2,4/2")  # a bit-width search
+    ('slb+bit_budget=2', 'slb', {'bit_budget': '2'}, (1, 2, 4), 2)
     """
     name, _, pair = text.partition(":")
     variant, *settings = name.split("+")
@@ -65,8 +67,9 @@ def parse_config(text):
         return name, method, overrides, 32, 32
     if not pair:
         raise ValueError(f"--configs: {text!r} needs :W/A (e.g. {name}:1/1)")
-    wbits, abits = (int(v) for v in pair.split("/"))
-    return name, method, overrides, wbits, abits
+    wbits, abits = pair.split("/")
+    widths = tuple(int(v) for v in wbits.split(","))  # 1,2,4: a bit-width search
+    return name, method, overrides, widths[0] if len(widths) == 1 else widths, int(abits)
 
 
 def _flag(key, value):
@@ -80,7 +83,8 @@ def _flag(key, value):
 def command(args, config, seed):
     """The train.py command line of one run, and its model_dir."""
     name, method, overrides, wbits, abits = config
-    tag = f"{args.model}_{name.replace('+', '_').replace('=', '')}_w{wbits}a{abits}_e{args.epochs}_s{seed}"
+    wlabel = "-".join(map(str, wbits)) if isinstance(wbits, tuple) else wbits
+    tag = f"{args.model}_{name.replace('+', '_').replace('=', '')}_w{wlabel}a{abits}_e{args.epochs}_s{seed}"
     if args.validation_split:
         tag += f"_v{args.validation_split:g}"
     model_dir = os.path.join(args.runs_dir, tag)
@@ -129,6 +133,8 @@ def run_one(args, config, seed):
         "seconds_per_epoch": summary.get("seconds_per_epoch"),
         "wall_seconds": wall,
         "resumed_from_epoch": summary.get("resumed_from_epoch"),
+        "average_wbits": summary.get("average_wbits"),
+        "wbits_per_layer": summary.get("wbits_per_layer"),
         "load_before": load_before, "load_after": os.getloadavg(),
         "command": " ".join(shlex.quote(a) for a in ["python", *argv[1:]]),
         "config": summary.get("config"),
@@ -141,20 +147,26 @@ def table(records, metric):
     for record in records:
         if record.get(metric) is None:
             continue
-        key = (record["model"], record["variant"], record["wbits"], record["abits"], record["epochs"],
-               record["validation_split"])
+        key = (record["model"], record["variant"], _wbits_text(record["wbits"]), record["abits"],
+               record["epochs"], record["validation_split"])
         groups.setdefault(key, []).append(record)
     rows = []
     for key, group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][4], item[0][2], item[0][3], item[0][1])):
         values = np.array([r[metric] for r in group], np.float64)
         rows.append({
-            "model": key[0], "variant": key[1], "wbits": key[2], "abits": key[3], "epochs": key[4],
+            "model": key[0], "variant": key[1], "abits": key[3], "epochs": key[4],
+            "wbits": key[2] if isinstance(group[0]["wbits"], (list, tuple)) else group[0]["wbits"],
             "validation_split": key[5], "n": len(group), "mean": float(values.mean()),
             "std": float(values.std()), "seeds": sorted(r["seed"] for r in group),
             "wall_seconds": float(np.mean([r["wall_seconds"] for r in group])),
             "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] or np.nan for r in group])),
         })
     return rows
+
+
+def _wbits_text(wbits):
+    """The weight bits of a record as text: "2", or "1,2,4" for a bit-width search."""
+    return ",".join(map(str, wbits)) if isinstance(wbits, (list, tuple)) else str(wbits)
 
 
 def print_table(records):

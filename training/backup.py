@@ -11,7 +11,7 @@ import os
 import shutil
 
 from training.config import UsageError
-from training.run_dir import BACKUP_DIR, TEMPORARY_PREFIX, remove_temporaries, write_json
+from training.run_dir import BACKUP_DIR, SEARCH_BACKUP_SUFFIX, TEMPORARY_PREFIX, remove_temporaries, write_json
 
 
 def restore(backup, model, config, info):
@@ -74,13 +74,15 @@ def leftovers(model_dir):
     []
     """
     names = os.listdir(model_dir)
-    return [n for n in names if n.startswith(TEMPORARY_PREFIX) or n == BACKUP_DIR]
+    backups = (BACKUP_DIR, BACKUP_DIR + SEARCH_BACKUP_SUFFIX)
+    return [n for n in names if n.startswith(TEMPORARY_PREFIX) or n in backups]
 
 
 def remove_leftovers(model_dir):
-    """Removes the temporaries and the backup a finished run left in `model_dir`."""
+    """Removes the temporaries and the backups a finished run left in `model_dir`."""
     remove_temporaries(model_dir)
-    shutil.rmtree(os.path.join(model_dir, BACKUP_DIR), ignore_errors=True)
+    for name in (BACKUP_DIR, BACKUP_DIR + SEARCH_BACKUP_SUFFIX):
+        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
 
 
 def remove_dir(path):

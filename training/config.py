@@ -14,6 +14,7 @@ import os
 import models
 from input_pipeline.sources import DATASETS as NAMED_DATASETS
 from models import method as method_lib
+from slb_keras.core import mixed_precision
 from training import recipes
 from training.recipes import RECIPES
 
@@ -64,8 +65,10 @@ class Config:
 
     model: str = "vgg_small"
     method: str = "slb"
-    wbits: int = 1
+    wbits: object = 1  # one width 1..8, or candidate widths (1, 2, 4) for a search
     abits: int = 1
+    bit_budget: float = None
+    search_fraction: float = 0.5
     dataset: str = None
     data_dir: str = None
     image_size: int = None
@@ -167,16 +170,113 @@ def resolve(config):
     >>> resolve(Config(model="resnet20")).lr
     0.1
     """
+    config = dataclasses.replace(config, wbits=_parsed_wbits(config.wbits))
     config = _with_recipe(config)
     _check_method(config)
+    _check_search(config)
     _check_counts_and_choices(config)
     config = _with_temperature(config)
     _check_training(config)
     _check_switches_and_data(config)
     if config.model_dir is None:
-        name = f"{config.model}_{config.method}_w{config.wbits}a{config.abits}_{data_label(config.dataset)}"
+        name = f"{config.model}_{config.method}_w{wbits_label(config)}a{config.abits}_{data_label(config.dataset)}"
         config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
     return config
+
+
+def _parsed_wbits(wbits):
+    """--wbits as train.py gives it ("2", "1,2,4") or as the API does (2, (1, 2, 4)).
+
+    Example:
+
+    >>> _parsed_wbits("2"), _parsed_wbits("1,2,4"), _parsed_wbits([2, 4])
+    (2, (1, 2, 4), (2, 4))
+    """
+    if isinstance(wbits, list):
+        return tuple(wbits)
+    if not isinstance(wbits, str):
+        return wbits
+    parts = [part.strip() for part in wbits.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise invalid_flag(
+            "wbits", wbits,
+            "an integer from 1 to 8, or candidate widths of 1, 2, 4, 8 to search (e.g. 1,2,4)",
+        )
+    values = tuple(int(part) for part in parts)
+    return values[0] if len(values) == 1 else values
+
+
+def is_search(config):
+    """Whether the run searches the bit widths (--wbits=1,2,4 and a --bit_budget).
+
+    Example:
+
+    >>> is_search(Config(wbits=(1, 2, 4), bit_budget=2.0)), is_search(Config(wbits=2))
+    (True, False)
+    """
+    return mixed_precision.is_searched(config.wbits)
+
+
+def wbits_label(config):
+    """The weight bits in names: "2", or "1-2-4b2" for a search of 1, 2, 4 under 2 bits.
+
+    Example:
+
+    >>> wbits_label(Config(wbits=2)), wbits_label(Config(wbits=(1, 2, 4), bit_budget=2.0))
+    ('2', '1-2-4b2')
+    """
+    if not is_search(config):
+        return str(config.wbits)
+    return "-".join(str(w) for w in config.wbits) + f"b{config.bit_budget:g}"
+
+
+def _check_search(config):
+    """A search's budget and fraction; a budget only with candidate widths."""
+    if not is_search(config):
+        if config.bit_budget is not None:
+            raise invalid_flag(
+                "bit_budget", config.bit_budget,
+                f"no budget with one width (--wbits={config.wbits}); a search takes candidate "
+                "widths, e.g. --wbits=1,2,4 --bit_budget=2",
+            )
+        return
+    widths = ",".join(str(w) for w in config.wbits)
+    low, high = min(config.wbits), max(config.wbits)
+    if config.bit_budget is None:
+        raise invalid_flag(
+            "wbits", widths,
+            f"a --bit_budget with candidate widths (the average bits per quantized weight to "
+            f"search under, from {low} to {high})",
+        )
+    try:
+        mixed_precision.validate_budget(config.bit_budget, config.wbits)
+    except ValueError:
+        raise invalid_flag(
+            "bit_budget", config.bit_budget,
+            f"a number from {low} to {high} (the range of --wbits={widths})",
+        ) from None
+    fraction = config.search_fraction
+    if not (_is_number(fraction) and 0 < fraction < 1):
+        raise invalid_flag("search_fraction", fraction, "a fraction of the epochs in (0, 1)")
+    if _is_int(config.epochs) and config.epochs < 2:
+        raise invalid_flag(
+            "epochs", config.epochs,
+            f"at least 2 for a search (--wbits={widths}): the widths are searched for part of "
+            "the epochs, then trained on",
+        )
+
+
+def search_epochs(config):
+    """The epochs of a search's first phase: round(search_fraction * epochs), 1..epochs-1.
+
+    Example:
+
+    >>> search_epochs(Config(wbits=(1, 2), bit_budget=1.5, epochs=4))
+    2
+    >>> search_epochs(Config(wbits=(1, 2), bit_budget=1.5, epochs=2, search_fraction=0.9))
+    1
+    """
+    return min(config.epochs - 1, max(1, round(config.search_fraction * config.epochs)))
 
 
 def _with_recipe(config):
@@ -256,8 +356,9 @@ def _with_temperature(config):
         value = getattr(config, name)
         if value is not None and not (_is_number(value) and value > 0):
             raise invalid_flag(name, value, "a finite number > 0")
+    widest = max(config.wbits) if is_search(config) else config.wbits  # a search: its widest
     temperature = recipes.temperature_defaults(
-        config.model, config.wbits, config.abits, config.epochs,
+        config.model, widest, config.abits, config.epochs,
         speed=config.temperature_speed, end=config.temperature_end,
     )
     config = dataclasses.replace(
@@ -293,11 +394,14 @@ def _check_training(config):
     ):
         raise invalid_flag("lr_step_epochs", steps, "increasing fractions of training in (0, 1)")
     hard_limit = config.epochs - math.ceil(config.temperature_end_fraction * config.epochs - 1e-9)
+    why = (f"the epochs after tau stops growing at {config.temperature_end_fraction:g} of "
+           f"{config.epochs}")
+    if is_search(config) and config.epochs - search_epochs(config) < hard_limit:
+        hard_limit = config.epochs - search_epochs(config)  # hard epochs train the fixed widths
+        why = f"the epochs after the search's {search_epochs(config)} of {config.epochs}"
     if not (_is_int(config.hard_epochs) and 0 <= config.hard_epochs <= hard_limit):
         raise invalid_flag(
-            "hard_epochs", config.hard_epochs,
-            f"an integer from 0 to {hard_limit} (the epochs after tau stops growing at "
-            f"{config.temperature_end_fraction:g} of {config.epochs})",
+            "hard_epochs", config.hard_epochs, f"an integer from 0 to {hard_limit} ({why})",
         )
 
 
@@ -352,4 +456,6 @@ def run_settings(config):
     for name in RUN_INDEPENDENT:
         settings.pop(name)
     settings["lr_step_epochs"] = list(settings["lr_step_epochs"])
+    if isinstance(settings["wbits"], tuple):  # as flags.json reads back
+        settings["wbits"] = list(settings["wbits"])
     return settings

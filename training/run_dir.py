@@ -28,6 +28,8 @@ MODEL_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
+SEARCH_BACKUP_SUFFIX = "-search"  # a bit-width search's first phase: backup-search/
+WIDTHS_FILE = "widths.json"
 LOG_DIR = "logs"
 # The fixed defaults of the settings: a flags.json without one (written before the
 # setting existed) was a run with this value.
@@ -390,6 +392,7 @@ def describe_files(model_dir):
         SUMMARY_FILE: "the settings, the final hard test accuracy, timing",
         HISTORY_FILE: "one row per epoch (loss, accuracy, val_*, temperature, seconds)",
         FLAGS_FILE: "the settings that define the run (a rerun must match them)",
+        WIDTHS_FILE: "the bit width each layer's search chose (layer name -> bits)",
         LOG_DIR: f"TensorBoard: tensorboard --logdir {os.path.join(model_dir, LOG_DIR)}",
     }
     lines = [f"Wrote {model_dir.rstrip(os.sep)}{os.sep}:"]

@@ -5,6 +5,7 @@ The strategy scope wraps only the model, the optimizer and `compile` (as in
 tensorflow/models `mnist_main.py`); the batch size is global.
 """
 
+import collections
 import dataclasses
 import math
 import os
@@ -18,7 +19,9 @@ import input_pipeline
 import models
 import slb_keras
 from models import method as method_lib
-from training.config import MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, resolve
+from training.config import (
+    MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, is_search, resolve, search_epochs,
+)
 from training import backup as backup_lib
 from training import schedule
 from training.guards import RunInterrupted, StopOnNonFinite, TrainingDiverged, is_disk_error, write_failure
@@ -30,8 +33,10 @@ from training.run_dir import (
     HISTORY_FILE,
     LOG_DIR,
     MODEL_FILE,
+    SEARCH_BACKUP_SUFFIX,
     SUMMARY_FILE,
     TFLITE_FILE,
+    WIDTHS_FILE,
     append_history,
     check_model_dir,
     create_model_dir,
@@ -39,6 +44,7 @@ from training.run_dir import (
     read_history,
     remove_temporaries,
     save_model,
+    read_json,
     truncate_history,
     write_json,
 )
@@ -199,68 +205,167 @@ def _train(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_
 def _train_body(config, strategy, info, steps_per_epoch, is_chief, task_id, datasets_override, clock):
     model_dir = config.model_dir
     backup_dir = os.path.join(model_dir, BACKUP_DIR if is_chief else f"{BACKUP_DIR}-worker{task_id}")
-    model, backup = _restored_model(config, strategy, info, steps_per_epoch, backup_dir)
-    step = int(model.optimizer.iterations.numpy())
-    initial_epoch = min(step // steps_per_epoch, config.epochs)
-    clock.restored(initial_epoch, config.epochs)
-    backup_lib.agree_backup_metadata(backup_dir, initial_epoch)
-    if is_chief:
-        truncate_history(os.path.join(model_dir, HISTORY_FILE), initial_epoch)  # epochs re-run
-    if initial_epoch:
-        taus = [float(layer.temperature.numpy()) for layer in slb_keras.slb_layers(model)]
-        state = f"step {step}" + (f", temperature {taus[0]:.6g}" if taus else "")
-        if initial_epoch < config.epochs:
-            print(f"Resuming {model_dir} at epoch {initial_epoch + 1}/{config.epochs} ({state})", flush=True)
-        else:  # killed after its last epoch, before summary.json
-            print(f"Resuming {model_dir} after its last epoch ({state}): finishing the run", flush=True)
-
-    train_ds, validation_ds, test_ds, calibration_ds = _datasets(
-        config, strategy, info, initial_epoch, steps_per_epoch, datasets_override
-    )
-    calibration_steps = config.bn_calibration_steps
-    if calibration_steps is None:  # the authors': as many batches as the validation loader
-        calibration_steps = max(1, math.ceil((info.num_validation or info.num_test) / config.batch_size))
-    if config.method != "slb" or not config.sbn:
-        calibration_steps = 0  # no hard statistics to calibrate
-
-    callbacks = [clock.start]
-    if config.method == "slb":
-        callbacks += _slb_callbacks(
-            config,
-            calibration_ds,
-            config.epochs * steps_per_epoch,
-            calibration_steps,
-            os.path.join(model_dir, LOG_DIR) if is_chief else None,
-            every_epoch=validation_ds is not None,
+    phase = _Phase(config, strategy, info, steps_per_epoch, is_chief, datasets_override, clock)
+    widths = None
+    if is_search(config):  # first the searched model, with its own backup, until widths.json
+        searched, backup = _restored_model(
+            config, strategy, info, steps_per_epoch, backup_dir + SEARCH_BACKUP_SUFFIX
         )
-    callbacks += [StopOnNonFinite(), clock.end]  # after BN calibration, before anything is saved
-    if is_chief:
-        history_path = os.path.join(model_dir, HISTORY_FILE)
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: append_history(history_path, epoch, logs)
-        ))
-    callbacks += [backup, clock.saved]
-    if is_chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR)))
-    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+        widths = _searched_widths(config, searched, backup, phase)
+        model, backup = _fixed_model(config, strategy, info, steps_per_epoch, searched, widths, backup_dir)
+    else:
+        model, backup = _restored_model(config, strategy, info, steps_per_epoch, backup_dir)
+    test_ds = phase.train(model, backup, config.epochs)
     with multi_worker_fixes(model, strategy):
-        model.fit(
-            train_ds,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_ds,
-            shuffle=False,  # the pipeline shuffles, by epoch
-            callbacks=callbacks,
-            verbose=verbose,
-        )
         clock.phase = "the test evaluation"
         test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)  # once, at the end
     summary = _make_summary(
-        config, model, strategy, info, steps_per_epoch, initial_epoch, clock, test_loss, test_accuracy
+        config, model, strategy, info, steps_per_epoch, phase.resumed_from, clock, test_loss, test_accuracy
     )
+    if widths is not None:
+        summary.update(
+            search_epochs=search_epochs(config),
+            wbits_per_layer={layer.name: layer.wbits for layer in slb_keras.slb_layers(model)},
+            average_wbits=slb_keras.average_wbits(model),
+        )
     _write_outputs(config, model, summary, info, backup_dir, is_chief, clock)
     return summary
+
+
+def _searched_widths(config, searched, backup, phase):
+    """A search's first phase (resumed from its backup), then its widths: widths.json's.
+
+    The search trains `searched` (candidate widths, `slb_keras.BitBudget`) for
+    `search_epochs(config)` epochs, then `slb_keras.choose_widths` picks every layer's
+    width within --bit_budget; the chief writes them to widths.json, which marks the
+    search as done: a resumed run reads them back and trains on at those widths (and
+    from the search's last backup when the second phase has none yet).
+    """
+    path = os.path.join(config.model_dir, WIDTHS_FILE)
+    if os.path.exists(path):
+        widths = read_json(path)
+        print(f"{path}: the search is done; training on at these widths.", flush=True)
+        return widths
+    epochs = search_epochs(config)
+    phase.train(searched, backup, epochs, extra_callbacks=[slb_keras.BitBudget(config.bit_budget)])
+    widths = slb_keras.choose_widths(searched, config.bit_budget)
+    if phase.is_chief:
+        write_json(path, widths)
+    counts = collections.Counter(widths.values())
+    chosen = ", ".join(f"{counts[w]} at {w} bits" for w in sorted(counts))
+    print(
+        f"Search done after epoch {epochs}/{config.epochs}: {chosen} of {len(widths)} layers "
+        f"(within the budget of {config.bit_budget:g} bits per quantized weight); training on at "
+        "these widths.",
+        flush=True,
+    )
+    return widths
+
+
+def _fixed_model(config, strategy, info, steps_per_epoch, searched, widths, backup_dir):
+    """The searched model fixed at `widths` (`slb_keras.fix_bit_widths`), compiled with a
+    new optimizer at the search's step (the LR and tau schedules go on), and restored
+    from the second phase's backup if it has one."""
+    with strategy.scope():
+        try:
+            model = slb_keras.fix_bit_widths(searched, widths=widths)
+        except ValueError as error:  # a widths.json edited or from another network
+            raise UsageError(
+                f"Invalid --model_dir={config.model_dir}: its {WIDTHS_FILE} does not fit this "
+                f"run's network ({error}); delete it to search again, or choose another --model_dir."
+            ) from None
+        _compile(model, config, steps_per_epoch)
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(searched.optimizer.iterations)
+        backup = _backup(model, config, info, backup_dir)
+    return model, backup
+
+
+class _Phase:
+    """Trains a model of the run from its restored epoch to an epoch: datasets, callbacks, fit.
+
+    A run has one phase; a bit-width search two (the searched model, then the fixed one),
+    each resumed from its own backup. `resumed_from` is the epoch the first phase this
+    call trains started at (summary.json's "resumed_from_epoch").
+    """
+
+    def __init__(self, config, strategy, info, steps_per_epoch, is_chief, datasets_override, clock):
+        self.config, self.strategy, self.info = config, strategy, info
+        self.steps_per_epoch, self.is_chief = steps_per_epoch, is_chief
+        self.datasets_override, self.clock = datasets_override, clock
+        self.resumed_from = None
+
+    def train(self, model, backup, epochs, extra_callbacks=()):
+        """Fits `model` up to `epochs` (none if its backup is there already); returns the test set."""
+        config = self.config
+        initial_epoch = self._resumed_epoch(model, backup)
+        train_ds, validation_ds, test_ds, calibration_ds = _datasets(
+            config, self.strategy, self.info, initial_epoch, self.steps_per_epoch, self.datasets_override
+        )
+        if initial_epoch >= epochs and epochs < config.epochs:
+            return test_ds  # a search phase already done
+        callbacks = self._callbacks(backup, validation_ds, calibration_ds, extra_callbacks)
+        verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+        with multi_worker_fixes(model, self.strategy):
+            model.fit(
+                train_ds,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=self.steps_per_epoch,
+                validation_data=validation_ds,
+                shuffle=False,  # the pipeline shuffles, by epoch
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        return test_ds
+
+    def _resumed_epoch(self, model, backup):
+        config, model_dir = self.config, self.config.model_dir
+        step = int(model.optimizer.iterations.numpy())
+        initial_epoch = min(step // self.steps_per_epoch, config.epochs)
+        self.clock.restored(initial_epoch, config.epochs)
+        backup_lib.agree_backup_metadata(backup.backup_dir, initial_epoch)
+        if self.is_chief:
+            truncate_history(os.path.join(model_dir, HISTORY_FILE), initial_epoch)  # epochs re-run
+        first = self.resumed_from is None
+        if first:
+            self.resumed_from = initial_epoch
+        if initial_epoch and first:
+            taus = [float(layer.temperature.numpy()) for layer in slb_keras.slb_layers(model)]
+            state = f"step {step}" + (f", temperature {taus[0]:.6g}" if taus else "")
+            if initial_epoch < config.epochs:
+                print(f"Resuming {model_dir} at epoch {initial_epoch + 1}/{config.epochs} ({state})", flush=True)
+            else:  # killed after its last epoch, before summary.json
+                print(f"Resuming {model_dir} after its last epoch ({state}): finishing the run", flush=True)
+        return initial_epoch
+
+    def _callbacks(self, backup, validation_ds, calibration_ds, extra_callbacks):
+        config, info, clock, model_dir = self.config, self.info, self.clock, self.config.model_dir
+        calibration_steps = config.bn_calibration_steps
+        if calibration_steps is None:  # the authors': as many batches as the validation loader
+            calibration_steps = max(1, math.ceil((info.num_validation or info.num_test) / config.batch_size))
+        if config.method != "slb" or not config.sbn:
+            calibration_steps = 0  # no hard statistics to calibrate
+        callbacks = [clock.start, *extra_callbacks]
+        if config.method == "slb":
+            callbacks += _slb_callbacks(
+                config,
+                calibration_ds,
+                config.epochs * self.steps_per_epoch,
+                calibration_steps,
+                os.path.join(model_dir, LOG_DIR) if self.is_chief else None,
+                every_epoch=validation_ds is not None,
+            )
+        callbacks += [StopOnNonFinite(), clock.end]  # after BN calibration, before anything is saved
+        if self.is_chief:
+            history_path = os.path.join(model_dir, HISTORY_FILE)
+            callbacks.append(keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: append_history(history_path, epoch, logs)
+            ))
+        callbacks += [backup, clock.saved]
+        if self.is_chief:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR)))
+        return callbacks
 
 
 def _restored_model(config, strategy, info, steps_per_epoch, backup_dir):
@@ -282,17 +387,25 @@ def _restored_model(config, strategy, info, steps_per_epoch, backup_dir):
             logits_init=config.logits_init,
             input_normalization=None if info.channel_mean is None else (info.channel_mean, info.channel_std),
         )
-        model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=config.jit_compile,
-        )
-        backup = keras.callbacks.BackupAndRestore(
-            backup_dir, double_checkpoint=True, delete_checkpoint=False
-        )
-        backup_lib.restore(backup, model, config, info)  # the last completed epoch, if any
+        _compile(model, config, steps_per_epoch)
+        backup = _backup(model, config, info, backup_dir)
     return model, backup
+
+
+def _compile(model, config, steps_per_epoch):
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=config.jit_compile,
+    )
+
+
+def _backup(model, config, info, backup_dir):
+    """The run's BackupAndRestore in `backup_dir`, `model` restored from it (if it holds one)."""
+    backup = keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False)
+    backup_lib.restore(backup, model, config, info)  # the last completed epoch, if any
+    return backup
 
 
 def _datasets(config, strategy, info, initial_epoch, steps_per_epoch, datasets_override):
@@ -346,13 +459,21 @@ def _write_outputs(config, model, summary, info, backup_dir, is_chief, clock):
         summary["history"] = read_history(os.path.join(model_dir, HISTORY_FILE))
         write_json(os.path.join(model_dir, SUMMARY_FILE), summary)
     backup_lib.remove_dir(backup_dir)
+    backup_lib.remove_dir(backup_dir + SEARCH_BACKUP_SUFFIX)  # a search's first phase
     if is_chief:
         print(
             f"Test accuracy of the final hard-quantized network: {summary['test_accuracy']:.4f} "
-            f"({info.num_test} test images, {config.method}, W{config.wbits}/A{config.abits})",
+            f"({info.num_test} test images, {config.method}, W{_wbits_shown(config, summary)}/A{config.abits})",
             flush=True,
         )
         print("\n".join(describe_files(model_dir)), flush=True)
+
+
+def _wbits_shown(config, summary):
+    """W2, or for a search the average it reached: W1.96 (searched 1,2,4)."""
+    if not is_search(config):
+        return config.wbits
+    return f"{summary['average_wbits']:.2f} (searched {','.join(map(str, config.wbits))})"
 
 
 class _EpochClock:

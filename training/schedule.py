@@ -8,6 +8,7 @@ used, tau's final value).
 
 import slb_keras
 from slb_keras.core import quantizers
+from training import config as config_lib
 from training import recipes
 from training.recipes import RECIPES
 
@@ -28,8 +29,9 @@ def describe(config):
     """
     alias = _input_alias(config)
     inputs = {None: "float", "ste_sign": "sign"}.get(alias, alias) + " inputs"
-    text = (
-        f"{config.model} ({config.block} blocks), {config.method} W{config.wbits}/A{config.abits} "
+    text = _search_phrase(config) if config_lib.is_search(config) else ""
+    text += (
+        f"{config.model} ({config.block} blocks), {config.method} W{_wbits_text(config)}/A{config.abits} "
         f"({inputs}), {config.dataset}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
         f"batch {config.batch_size}: "
         f"{config.optimizer} lr {config.lr:g} {config.lr_schedule}, weight decay "
@@ -54,6 +56,28 @@ def describe(config):
     else:
         text += " [the authors' recipe]"
     return text
+
+
+def _wbits_text(config):
+    return ",".join(map(str, config.wbits)) if config_lib.is_search(config) else str(config.wbits)
+
+
+def _search_phrase(config):
+    """The start of a search's line: what is searched, under which budget, for how long.
+
+    Example:
+
+    >>> from training.config import Config, resolve
+    >>> _search_phrase(resolve(Config(wbits=(1, 2, 4), bit_budget=2.0, epochs=6)))
+    'Bit-width search: each layer chooses 1, 2 or 4 bits under an average of 2 bits per quantized weight in epochs 1-3 of 6, then trains on at the chosen widths. '
+    """
+    widths = ", ".join(map(str, config.wbits[:-1])) + f" or {config.wbits[-1]}"
+    searched = config_lib.search_epochs(config)
+    return (
+        f"Bit-width search: each layer chooses {widths} bits under an average of "
+        f"{config.bit_budget:g} bits per quantized weight in epoch{'s 1-' if searched > 1 else ' '}"
+        f"{searched} of {config.epochs}, then trains on at the chosen widths. "
+    )
 
 
 def temperature_arguments(config, total_steps):
@@ -92,8 +116,11 @@ def recipe_record(config, steps_per_epoch):
     total = config.epochs * steps_per_epoch
     scheduler = slb_keras.TemperatureScheduler(**temperature_arguments(config, total))
     quantizer = {None: "none", "ste_sign": "sign"}.get(_input_alias(config), config.activation_quantizer)
-    return {
+    record = {
         "activation_quantizer_used": quantizer,
         "temperature_final": scheduler.final_temperature() if config.method == "slb" else None,
         "temperature_form": "speed" if config.temperature_speed is not None else config.temperature_schedule,
     }
+    if config_lib.is_search(config):
+        record["search_epochs"] = config_lib.search_epochs(config)
+    return record

@@ -10,7 +10,10 @@ model computes exactly the searched model's hard network. The result trains on
 The widths are the argmax of each layer's width logits; with a `budget`, layers
 are then narrowed, cheapest first (the smallest loss of log-probability per bit
 saved, a greedy multiple-choice knapsack), until the average bits per quantized
-weight is within it.
+weight is within it, and then widened, the smallest loss (the largest gain) of
+log-probability per bit added first, while the average stays within it: the
+budget is used, not only respected (an argmax far under it would compare the
+search with uniform widths at a smaller size).
 """
 
 import keras
@@ -30,7 +33,8 @@ def choose_widths(model, budget=None):
     Args:
         model: a model with searched SLB layers.
         budget: optional average bits per quantized weight (over all SLB layers) to
-            stay within; None keeps the argmax widths.
+            stay within; None keeps the argmax widths, a budget narrows them until
+            within it, then widens them while they stay within it.
 
     Raises:
         ValueError: if no width choice fits `budget` (even the narrowest widths).
@@ -66,22 +70,36 @@ def choose_widths(model, budget=None):
     if budget is not None:
         widths = [w for l in layers for w in l.candidate_wbits]
         budget = mixed_precision.validate_budget(budget, widths, name="budget")
-        while average() > budget + 1e-9:
+
+        def moves(direction):  # (log q lost per bit saved or gained, name, layer)
             steps = []
             for layer in searched:
                 i = chosen[id(layer)]
-                if i == 0:
+                j = i + direction
+                if not 0 <= j < len(layer.wbits):
                     continue
-                saved = counts[id(layer)] * (layer.wbits[i] - layer.wbits[i - 1])
-                lost = log_q[id(layer)][i] - log_q[id(layer)][i - 1]
-                steps.append((lost / saved, layer.name, layer))
+                bits = counts[id(layer)] * abs(layer.wbits[j] - layer.wbits[i])
+                steps.append(((log_q[id(layer)][i] - log_q[id(layer)][j]) / bits, layer.name, layer))
+            return steps
+
+        while average() > budget + 1e-9:  # narrow, cheapest first
+            steps = moves(-1)
             if not steps:
                 raise ValueError(
                     f"Invalid budget={budget!r}: even the narrowest widths average "
                     f"{average():.3f} bits per quantized weight."
                 )
-            _, _, layer = min(steps, key=lambda s: (s[0], s[1]))
-            chosen[id(layer)] -= 1
+            chosen[id(min(steps, key=lambda s: (s[0], s[1]))[2])] -= 1
+        while True:  # then widen, the most preferred first, while the budget allows
+            fitting = []
+            for lost, name, layer in moves(+1):
+                chosen[id(layer)] += 1
+                if average() <= budget + 1e-9:
+                    fitting.append((lost, name, layer))
+                chosen[id(layer)] -= 1
+            if not fitting:
+                break
+            chosen[id(min(fitting, key=lambda s: (s[0], s[1]))[2])] += 1
     return {layer.name: layer.wbits[chosen[id(layer)]] for layer in searched}
 
 
