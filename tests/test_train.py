@@ -389,6 +389,18 @@ BAD_INPUT = [
     (["--logits_init=zeros"], "--logits_init"),
     (["--data_dir=/no/such/dir"], "--data_dir=/no/such/dir"),
     (["--wbits=two"], "--wbits"),
+    # a bit-width search: every bad combination
+    (["--wbits=1,3", "--bit_budget=2"], "--wbits=1,3: expected two or more distinct widths of 1, 2, 4, 8"),
+    (["--wbits=2,2", "--bit_budget=2"], "--wbits=2,2: expected two or more distinct widths"),
+    (["--wbits=1,16", "--bit_budget=2"], "--wbits=1,16: expected two or more distinct widths"),
+    (["--wbits=1,2,4", "--bit_budget=5"], "--bit_budget=5.0: expected a number from 1 to 4 (the range of --wbits=1,2,4)"),
+    (["--wbits=2,4", "--bit_budget=1.5"], "--bit_budget=1.5: expected a number from 2 to 4"),
+    (["--wbits=2", "--bit_budget=2"], "--bit_budget=2.0: expected no budget with one width (--wbits=2)"),
+    (["--wbits=1,2,4"], "--wbits=1,2,4: expected a --bit_budget with candidate widths"),
+    (["--wbits=1,2,4", "--bit_budget=2", "--method=ste"], "--wbits=1,2,4: expected one width with --method=ste"),
+    (["--wbits=1,2,4", "--bit_budget=2", "--search_fraction=1"], "--search_fraction=1.0: expected a fraction of the epochs in (0, 1)"),
+    (["--wbits=1,2,4", "--bit_budget=2", "--epochs=1"], "--epochs=1: expected at least 2 for a search"),
+    (["--wbits=1,2,4", "--bit_budget=2", "--epochs=4", "--hard_epochs=3"], "--hard_epochs=3: expected an integer from 0 to 1"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["positional"], "unexpected arguments"),
     (["--epochs=5"], "--epochs=2 (here --epochs=5)"),  # existing_run was made with --epochs=2

@@ -73,6 +73,7 @@ from training.run_dir import (
     MODEL_FILE,
     SUMMARY_FILE,
     TFLITE_FILE,
+    WIDTHS_FILE,
     read_json,
     write_json,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "SUMMARY_FILE",
     "TEMPERATURE_SCHEDULES",
     "TFLITE_FILE",
+    "WIDTHS_FILE",
     "Config",
     "UsageError",
     "config_from",

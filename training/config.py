@@ -172,8 +172,8 @@ def resolve(config):
     """
     config = dataclasses.replace(config, wbits=_parsed_wbits(config.wbits))
     config = _with_recipe(config)
-    _check_method(config)
     _check_search(config)
+    _check_method(config)
     _check_counts_and_choices(config)
     config = _with_temperature(config)
     _check_training(config)
@@ -241,6 +241,16 @@ def _check_search(config):
             )
         return
     widths = ",".join(str(w) for w in config.wbits)
+    if config.method != "slb":
+        raise invalid_flag(
+            "wbits", widths, f"one width with --method={config.method} (searching widths is SLB's)"
+        )
+    try:
+        mixed_precision.validate_candidates(config.wbits)
+    except ValueError:
+        raise invalid_flag(
+            "wbits", widths, "two or more distinct widths of 1, 2, 4, 8 (nested value sets) to search"
+        ) from None
     low, high = min(config.wbits), max(config.wbits)
     if config.bit_budget is None:
         raise invalid_flag(

@@ -304,7 +304,7 @@ class _Phase:
         )
         if initial_epoch >= epochs and epochs < config.epochs:
             return test_ds  # a search phase already done
-        callbacks = self._callbacks(backup, validation_ds, calibration_ds, extra_callbacks)
+        callbacks = self._callbacks(backup, validation_ds, calibration_ds, extra_callbacks, epochs)
         verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
         with multi_worker_fixes(model, self.strategy):
             model.fit(
@@ -339,13 +339,18 @@ class _Phase:
                 print(f"Resuming {model_dir} after its last epoch ({state}): finishing the run", flush=True)
         return initial_epoch
 
-    def _callbacks(self, backup, validation_ds, calibration_ds, extra_callbacks):
+    def _callbacks(self, backup, validation_ds, calibration_ds, extra_callbacks, epochs):
         config, info, clock, model_dir = self.config, self.info, self.clock, self.config.model_dir
         calibration_steps = config.bn_calibration_steps
         if calibration_steps is None:  # the authors': as many batches as the validation loader
             calibration_steps = max(1, math.ceil((info.num_validation or info.num_test) / config.batch_size))
         if config.method != "slb" or not config.sbn:
             calibration_steps = 0  # no hard statistics to calibrate
+        if validation_ds is None and epochs < config.epochs:
+            # A search's first phase without validation: nothing reads its hard statistics
+            # (the fixed widths have their own, calibrated at the end), and a calibration at
+            # its end would come after its last backup, which a resumed run starts from.
+            calibration_steps = 0
         callbacks = [clock.start, *extra_callbacks]
         if config.method == "slb":
             callbacks += _slb_callbacks(

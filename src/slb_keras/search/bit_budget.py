@@ -93,11 +93,15 @@ class BitBudget(keras.callbacks.Callback):
         total = sum(n for _, n in counts)
         self._fixed_bits = sum(n * layer.wbits for layer, n in counts if not layer.searched) / total
         self._searched = [(layer, n / total) for layer, n in searched]
-        # lambda lives in the model (each layer's bit_cost = lambda * its share), so a
-        # resumed run, or a second fit, continues from where the last one stopped.
-        first, share = self._searched[0]
-        self.bit_lambda = float(ops.convert_to_numpy(first.bit_cost)) / share
+        # lambda lives in the model (each layer's bit_cost = lambda * its share) and is
+        # read back from it before every update, so a resumed run, or a second fit,
+        # continues exactly (bit for bit) from where the last one stopped.
+        self.bit_lambda = self._saved_lambda()
         self._assign()
+
+    def _saved_lambda(self):
+        first, share = self._searched[0]
+        return float(ops.convert_to_numpy(first.bit_cost)) / share
 
     def expected_average(self):
         """E[average bits] under the layers' current tau and width logits (a float)."""
@@ -111,7 +115,7 @@ class BitBudget(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         excess = self.expected_average() - self.budget
-        self.bit_lambda = max(0.0, self.bit_lambda + self.rate * excess)
+        self.bit_lambda = max(0.0, self._saved_lambda() + self.rate * excess)
         self._assign()
 
     def on_epoch_end(self, epoch, logs=None):
