@@ -72,6 +72,23 @@ def parse_config(text):
     return name, method, overrides, widths[0] if len(widths) == 1 else widths, int(abits)
 
 
+def split_configs(text):
+    """--configs as a list: commas separate configurations, except inside a W list.
+
+    Example:
+
+    >>> split_configs("slb:2/2,slb+bit_budget=2:1,2,4/2,fp")
+    ['slb:2/2', 'slb+bit_budget=2:1,2,4/2', 'fp']
+    """
+    configs = []
+    for part in text.split(","):
+        if configs and part[:1].isdigit():  # a variant never starts with a digit
+            configs[-1] += "," + part
+        else:
+            configs.append(part)
+    return configs
+
+
 def _flag(key, value):
     if isinstance(value, bool):
         return f"--{key}" if value else f"--no{key}"
@@ -186,7 +203,7 @@ def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None, help="the unpacked cifar10-train folder (class folders)")
     parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small"])
-    parser.add_argument("--configs", default="fp,slb:1/1,ste:1/1", type=lambda s: s.split(","))
+    parser.add_argument("--configs", default="fp,slb:1/1,ste:1/1", type=split_configs)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", default="0", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--validation_split", type=float, default=0.0)
