@@ -177,6 +177,29 @@ def test_choose_widths_keeps_the_budget_cheapest_first():
     assert [layer.wbits for layer in fixed.layers] == [1, 2, 2]
 
 
+def test_choose_widths_uses_the_budget_widening_the_most_preferred_first():
+    model = keras.Sequential([
+        keras.Input((10,)),
+        slb_keras.SLBDense(10, wbits=(1, 2, 4), name="big"),   # 100 weights
+        slb_keras.SLBDense(2, wbits=(1, 2, 4), name="small"),  # 20 weights
+        slb_keras.SLBDense(3, wbits=2, name="fixed"),          # 6 weights at 2 bits
+    ])
+    model.get_layer("big").width_logits.assign([3.0, 0.0, 0.0])
+    model.get_layer("small").width_logits.assign([3.0, 0.0, 0.0])
+    assert slb_keras.choose_widths(model) == {"big": 1, "small": 1}  # 132 bits: 1.05 average
+    # 2 bits = 252: big's step to 2 bits loses the least log-probability per bit (100 bits
+    # share it), then small's fits exactly; no further step fits.
+    assert slb_keras.choose_widths(model, budget=2.0) == {"big": 2, "small": 2}
+    # 1.3 bits = 163.8: only small's step (+20 bits) fits.
+    assert slb_keras.choose_widths(model, budget=1.3) == {"big": 1, "small": 2}
+    fixed = slb_keras.fix_bit_widths(model, budget=2.0)
+    assert slb_keras.average_wbits(fixed) == pytest.approx(2.0)
+    # An argmax within the budget is kept, one over it narrowed: small now prefers 4 bits.
+    model.get_layer("small").width_logits.assign([0.0, 0.0, 3.0])
+    assert slb_keras.choose_widths(model, budget=1.6) == {"big": 1, "small": 4}  # 192 <= 201.6
+    assert slb_keras.choose_widths(model, budget=1.5) == {"big": 1, "small": 2}  # 192 > 189
+
+
 def test_bit_budget_arguments_and_a_model_without_search():
     with pytest.raises(ValueError, match="Invalid budget='2'"):
         slb_keras.BitBudget("2")
