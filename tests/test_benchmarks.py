@@ -196,3 +196,54 @@ def test_gpu_cifar10_script_without_the_tarball_exits_2(tmp_path):
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_cifar10.sh")], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no CIFAR-10 tarball at" in done.stderr
+
+
+def test_bit_search_pareto_table_measures_packed_sizes_once(tmp_path):
+    import keras
+
+    import slb_keras
+
+    bit_search = _script("bit_search")
+
+    def saved(name, wbits):  # a run's model.keras: 2 searched-then-fixed layers
+        model = keras.Sequential([
+            keras.Input((8,)),
+            slb_keras.SLBDense(64, wbits=wbits[0], name="a"),
+            slb_keras.SLBDense(4, wbits=wbits[1], name="b"),
+        ])
+        (tmp_path / name).mkdir()
+        model.save(tmp_path / name / "model.keras")
+        return str(tmp_path / name)
+
+    def record(key, variant, wbits, seed, acc, model_dir):
+        return {"key": key, "model": "resnet20", "variant": variant, "wbits": wbits, "abits": 2,
+                "epochs": 4, "seed": seed, "test_accuracy": acc, "val_accuracy": acc + 0.01,
+                "config": {"model_dir": model_dir}}
+
+    records = [
+        record("u2s0", "slb", 2, 0, 0.60, saved("u2s0", (2, 2))),
+        record("u2s1", "slb", 2, 1, 0.62, saved("u2s1", (2, 2))),
+        record("b2s0", "slb+bit_budget=2", [1, 2, 4], 0, 0.64, saved("b2s0", (1, 4))),
+        record("other", "slb", 2, 0, 0.1, "/nonexistent"),
+    ]
+    records[-1]["abits"] = 1  # another activation width: not selected
+    (tmp_path / "cifar10.json").write_text(json.dumps({"records": records}))
+    out = tmp_path / "bit_search.json"
+    argv = [f"--json={tmp_path / 'cifar10.json'}", f"--out={out}", f"--png={tmp_path / 'p.png'}"]
+    bit_search.main(argv)
+    report = json.loads(out.read_text())
+    assert sorted(report["sizes"]) == ["b2s0", "u2s0", "u2s1"]
+    assert report["sizes"]["b2s0"]["wbits_per_layer"] == {"a": 1, "b": 4}
+    assert report["sizes"]["b2s0"]["quantized_bits"] == 8 * 64 * 1 + 64 * 4 * 4
+    assert report["sizes"]["u2s0"]["average_wbits"] == 2.0
+    uniform, search = sorted(report["table"], key=lambda r: r["config"], reverse=True)
+    assert (uniform["config"], uniform["n"]) == ("uniform W2", 2)
+    assert uniform["test_mean"] == pytest.approx(61.0) and uniform["test_std"] == pytest.approx(1.0)
+    assert search["config"] == "search B=2 (1,2,4)" and search["average_wbits"] == pytest.approx(
+        (512 + 1024) / (512 + 256))
+    assert (tmp_path / "p.png").stat().st_size > 0
+    # The sizes outlive the run directories: a rerun without them keeps what was measured.
+    for name in ("u2s0", "u2s1", "b2s0"):
+        os.remove(tmp_path / name / "model.keras")
+    bit_search.main(argv)
+    assert json.loads(out.read_text())["sizes"] == report["sizes"]
