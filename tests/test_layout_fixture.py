@@ -42,11 +42,33 @@ def _same_converter():
     return tf.__version__ == VERSIONS["tensorflow"] and keras.__version__ == VERSIONS["keras"]
 
 
+def _assert_identical_up_to_constant_folding(new, old):
+    """Byte for byte, except float32 words at most 2 ulp apart.
+
+    The TFLite converter folds constant subgraphs (a BatchNormalization's
+    beta - mean * gamma * rsqrt(var + eps)) with TensorFlow's CPU kernels, whose
+    last bit depends on the instruction set: measured, one word of bn2's offset
+    (0x3f303cea here, 0x3f303ce9 in the fixture) on a machine other than the
+    one that wrote it, ten words of the folded constants on another. Everything
+    else (the flatbuffer's layout, names, codes, every other constant) must be
+    the same bytes: a differing word must read as a normal float32 on both sides
+    (a flatbuffer offset, size or code reads as a denormal) and be within 2 ulp.
+    """
+    assert len(new) == len(old)
+    a, b = np.frombuffer(new, np.uint8), np.frombuffer(old, np.uint8)
+    words = sorted({i // 4 for i in np.flatnonzero(a != b)})
+    for word in words:
+        x, y = (np.frombuffer(data[4 * word: 4 * word + 4], "<i4")[0] for data in (new, old))
+        floats = [np.frombuffer(data[4 * word: 4 * word + 4], "<f4")[0] for data in (new, old)]
+        assert all(np.isfinite(f) and abs(f) >= 1e-30 for f in floats), f"bytes {4 * word}.. differ: {x:#x} != {y:#x}"
+        assert abs(int(x) - int(y)) <= 2, f"bytes {4 * word}..{4 * word + 3} differ: {floats[0]} != {floats[1]}"
+
+
 def test_the_tflite_export_is_byte_identical(model, tmp_path):
     out = tmp_path / "m.tflite"
     slb_keras.export_tflite(model, str(out))
     if _same_converter():
-        assert out.read_bytes() == (FIXTURES / "layout_model.tflite").read_bytes()
+        _assert_identical_up_to_constant_folding(out.read_bytes(), (FIXTURES / "layout_model.tflite").read_bytes())
     else:  # another TF converter may order the flatbuffer differently: compare what it computes
         from ai_edge_litert.interpreter import Interpreter
 
