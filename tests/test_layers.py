@@ -409,9 +409,22 @@ def test_soft_inference_and_record_inputs():
     with slb_keras.layers.soft_inference(model):
         soft = model(x).numpy()
     np.testing.assert_allclose(soft, model(x, training=True).numpy(), rtol=1e-6)
-    assert [layer.inference_kernel for layer in model.layers] == ["hard", "hard"]
+    assert [layer.soft_inference_switch.is_on() for layer in model.layers] == [False, False]
+    hard = model(x).numpy()
+    # A traced function follows the switch: traced before the block (hard), it computes the
+    # soft network inside; traced inside, the hard one after (no state frozen into a graph).
+    np.testing.assert_array_equal(model.predict(x, verbose=0), hard)
+    with slb_keras.layers.soft_inference(model):
+        np.testing.assert_allclose(model.predict(x, verbose=0), soft, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), hard)
+    fresh = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(3, wbits=2)])
+    with slb_keras.layers.soft_inference(fresh):
+        inside = fresh.predict(x, verbose=0)
+    np.testing.assert_allclose(inside, fresh(x, training=True).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), fresh(x).numpy())
+    assert sorted(w.name for w in model.layers[0].weights) == ["bias", "kernel_logits", "temperature"]  # no switch
     with slb_keras.layers.record_inputs(model) as inputs:
-        hard = model(x).numpy()
+        model(x)
     assert sorted(inputs) == ["a", "b"]
     np.testing.assert_array_equal(inputs["a"], x)
     np.testing.assert_array_equal(model.layers[1](inputs["b"]).numpy(), hard)

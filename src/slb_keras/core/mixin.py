@@ -11,8 +11,9 @@ and its `call(inputs, training)` says what it computes:
 
 1. the inputs go through the `input_quantizer` (if any);
 2. the kernel is W_soft = sum_k softmax(tau * A)_k v_k (differentiable) with
-   `training=True` (or while `soft_inference` is on), else
-   W_hard = v[argmax_k A_k] (what is deployed);
+   `training=True` (or while `soft_inference` is on: a switch the layer owns,
+   `scratch.Switch`, read where the call runs), else W_hard = v[argmax_k A_k]
+   (what is deployed);
 3. `apply_kernel(inputs, kernel)`, the layer family's own linear op (defined
    by each class in `slb_keras.layers`, its family's `linear`);
 4. one shared tail: bias, then activation.
@@ -33,6 +34,7 @@ from slb_keras import keras_private
 from slb_keras.core import mixed_precision
 from slb_keras.core import ops as slb_ops
 from slb_keras.core import quantizers
+from slb_keras.core import scratch
 from slb_keras.core import value_sets
 from slb_keras.core.family import bias_and_activation
 
@@ -45,9 +47,9 @@ class SLBLayerMixin:
     `apply_kernel(inputs, kernel)`, the family's linear op.
 
     Attributes:
-        inference_kernel: the kernel used when `training` is falsy, "hard"
-            (the default: what is deployed) or "soft" (set by
-            `soft_inference`; not serialized).
+        soft_inference_switch: a `scratch.Switch`, off by default: with
+            `training` falsy the layer uses its hard kernel (what is deployed),
+            or its soft one while the switch is on (`soft_inference`; not saved).
 
     Example:
 
@@ -89,7 +91,7 @@ class SLBLayerMixin:
         super().__init__(*args, **kwargs)
         self.input_quantizer = quantizers.get(input_quantizer)
         self.logits_initializer = keras.initializers.get(logits_initializer)
-        self.inference_kernel = "hard"
+        self.soft_inference_switch = None  # created with the variables
         self._slb_building = False
         self._input_record = None
 
@@ -126,6 +128,7 @@ class SLBLayerMixin:
             autocast=False,
             trainable=False,
         )
+        self.soft_inference_switch = scratch.Switch(f"{self.name}_soft_inference")
         if self.searched:
             self.width_logits = super().add_weight(
                 name="width_logits",
@@ -262,8 +265,10 @@ class SLBLayerMixin:
         if self.input_quantizer is not None:
             # The quantizer has its own dtype policy: bring its output back.
             inputs = ops.cast(self.input_quantizer(inputs), self.compute_dtype)
-        soft = training or self.inference_kernel == "soft"
-        kernel = self.soft_kernel() if soft else self.hard_kernel()
+        if training:
+            kernel = self.soft_kernel()
+        else:  # the hard kernel, or the soft one while soft_inference is on
+            kernel = scratch.branch(self.soft_inference_switch, self.soft_kernel, self.hard_kernel)
         outputs = self.apply_kernel(inputs, ops.cast(kernel, self.compute_dtype))
         if training and self.searched:
             # The size budget's term (slb_keras.BitBudget sets bit_cost): its gradient

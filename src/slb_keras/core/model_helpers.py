@@ -135,10 +135,11 @@ def _temperature_value(temperature):
 def soft_inference(model):
     """Makes every SLB layer of `model` use its soft kernel with `training=False`.
 
-    Inside the block, eager calls and functions traced inside it compute
-    W_soft with the current tau in inference mode (dropout off, batch norms
-    on their moving statistics); on exit each layer's `inference_kernel` is
-    restored.
+    Inside the block, calls with `training=False` compute W_soft with the
+    current tau in inference mode (dropout off, batch norms on their moving
+    statistics): eager calls and, on TensorFlow, functions traced before or
+    inside the block alike (each layer's switch, `scratch.Switch`, is read
+    where the function runs); on exit each layer's switch is restored.
 
     Example:
 
@@ -148,16 +149,23 @@ def soft_inference(model):
     ...     soft = model(x)
     >>> bool(np.allclose(soft, model(x, training=True)))
     True
+    >>> hard = model.predict(x, verbose=0)  # traced with the switch off
+    >>> with soft_inference(model):
+    ...     bool(np.allclose(model.predict(x, verbose=0), soft))  # the same function, soft
+    True
     """
     layers = slb_layers(model)
-    before = [layer.inference_kernel for layer in layers]
+    unbuilt = [layer.name for layer in layers if layer.soft_inference_switch is None]
+    if unbuilt:
+        raise ValueError(f"soft_inference: build the model first (unbuilt: {unbuilt}).")
+    before = [layer.soft_inference_switch.is_on() for layer in layers]
     for layer in layers:
-        layer.inference_kernel = "soft"
+        layer.soft_inference_switch.set(True)
     try:
         yield model
     finally:
         for layer, state in zip(layers, before):
-            layer.inference_kernel = state
+            layer.soft_inference_switch.set(state)
 
 
 @contextlib.contextmanager
