@@ -401,7 +401,16 @@ def test_causal_conv1d_with_bias_and_activation_equals_keras():
     np.testing.assert_allclose(slb(x).numpy(), ref(x).numpy(), atol=1e-6)
 
 
-def test_soft_inference_and_record_inputs():
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = slb_keras.SLBDense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_soft_inference_and_layer_inputs():
     model = keras.Sequential(
         [keras.Input((4,)), slb_keras.SLBDense(3, wbits=2, name="a"), slb_keras.SLBDense(2, wbits=2, name="b")]
     )
@@ -423,9 +432,13 @@ def test_soft_inference_and_record_inputs():
     np.testing.assert_allclose(inside, fresh(x, training=True).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(fresh.predict(x, verbose=0), fresh(x).numpy())
     assert sorted(w.name for w in model.layers[0].weights) == ["bias", "kernel_logits", "temperature"]  # no switch
-    with slb_keras.layers.record_inputs(model) as inputs:
-        model(x)
+    inputs = slb_keras.layers.layer_inputs(model, x)
     assert sorted(inputs) == ["a", "b"]
     np.testing.assert_array_equal(inputs["a"], x)
     np.testing.assert_array_equal(model.layers[1](inputs["b"]).numpy(), hard)
-    assert all(layer._input_record is None for layer in model.layers)
+    assert not any(hasattr(layer, "_input_record") for layer in model.layers)  # nothing set on them
+    # Nested models: their layers' inputs too; a subclassed model has no graph to read.
+    outer = keras.Sequential([keras.Input((4,)), model, slb_keras.SLBDense(2, name="c")])
+    assert sorted(slb_keras.layers.layer_inputs(outer, x)) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="reads a Sequential or Functional model's graph"):
+        slb_keras.layers.layer_inputs(_Subclassed(), x)

@@ -77,7 +77,7 @@ def graph_edges(model):
 
 
 def run_through_graph(model, inputs, operation_fn):
-    """A Functional model's graph on `inputs`, with `operation_fn(op)` called for each op.
+    """A Functional (or Sequential) model's graph on `inputs`, `operation_fn(op)` for each op.
 
     What `Functional.call` runs, with a function in place of each operation.
 
@@ -89,7 +89,8 @@ def run_through_graph(model, inputs, operation_fn):
     >>> np.asarray(outputs).tolist()
     [[0.0, 2.0]]
     """
-    return model._run_through_graph(inputs, operation_fn=operation_fn)
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
 # Keras's list of the variables created in a `keras.StatelessScope` and not yet

@@ -22,7 +22,7 @@ The `kernel` attribute is always the hard kernel (a computed tensor, not a
 variable).
 
 The model-level helpers (`slb_layers`, `set_temperature`, `soft_inference`,
-`record_inputs`) are in `slb_keras.core.model_helpers`.
+`layer_inputs`) are in `slb_keras.core.model_helpers`.
 """
 
 import warnings
@@ -93,7 +93,6 @@ class SLBLayerMixin:
         self.logits_initializer = keras.initializers.get(logits_initializer)
         self.soft_inference_switch = None  # created with the variables
         self._slb_building = False
-        self._input_record = None
 
     # -- variables -------------------------------------------------------------
 
@@ -260,8 +259,6 @@ class SLBLayerMixin:
     # -- the forward pass ----------------------------------------------------------
 
     def call(self, inputs, training=None):
-        if self._input_record is not None and self._input_record.value is None:
-            self._input_record.value = inputs  # see record_inputs
         if self.input_quantizer is not None:
             # The quantizer has its own dtype policy: bring its output back.
             inputs = ops.cast(self.input_quantizer(inputs), self.compute_dtype)

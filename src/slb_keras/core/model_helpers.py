@@ -2,7 +2,7 @@
 
 `slb_layers` finds them (nested models included), `quantized_weight_counts` counts
 their weights, `set_temperature` sets their tau,
-`soft_inference` makes inference use the soft kernels for a while, and `record_inputs`
+`soft_inference` makes inference use the soft kernels for a while, and `layer_inputs`
 records the input each one receives (what calibration and the metrics need).
 """
 
@@ -168,38 +168,41 @@ def soft_inference(model):
             layer.soft_inference_switch.set(state)
 
 
-@contextlib.contextmanager
-def record_inputs(model):
-    """Records the first input each SLB layer of `model` receives in the block.
+def layer_inputs(model, x):
+    """{SLB layer name: the input it receives} when `model` runs on `x` in inference mode.
 
-    Yields a dict, filled when the block exits: layer name -> the first input
-    the layer received in an eager call inside the block (before its
-    `input_quantizer`: calling the layer on it repeats that call). Layers
-    not called are absent.
+    The model's graph runs with each SLB layer wrapped to keep its first input
+    (before its `input_quantizer`: calling the layer on it repeats that call),
+    nested Sequential and Functional models included; nothing is set on the
+    layers. Layers the graph does not reach are absent.
+
+    Raises:
+        ValueError: for a model that is not Sequential or Functional (its layers'
+            inputs are not in a graph).
 
     Example:
 
     >>> model = keras.Sequential([keras.Input((4,)), slb_keras.SLBDense(2, name="d")])
-    >>> with record_inputs(model) as inputs:
-    ...     _ = model(np.ones((3, 4), "float32"))
-    >>> tuple(inputs["d"].shape)
+    >>> tuple(layer_inputs(model, np.ones((3, 4), "float32"))["d"].shape)
     (3, 4)
     """
-    records = [(layer, _FirstInput()) for layer in slb_layers(model)]
-    named = {}
-    for layer, record in records:
-        layer._input_record = record
-    try:
-        yield named
-    finally:
-        for layer, record in records:
-            layer._input_record = None
-            if record.value is not None:
-                named[layer.name] = record.value
+    if not keras_private.is_graph_model(model):
+        raise ValueError(
+            f"Invalid model={model.name!r}: layer_inputs reads a Sequential or Functional "
+            f"model's graph; {type(model).__name__} has none."
+        )
+    targets = {id(layer) for layer in slb_layers(model)}
+    seen = {}
 
+    def operation_fn(op):
+        if id(op) in targets:
+            def recorded(inputs, *args, **kwargs):
+                seen.setdefault(op.name, inputs)
+                return op(inputs, *args, **kwargs)
+            return recorded
+        if keras_private.is_graph_model(op):
+            return lambda *args, **kwargs: keras_private.run_through_graph(op, list(args), operation_fn)
+        return op
 
-class _FirstInput:
-    """The first input an SLB layer receives while `record_inputs` is on."""
-
-    def __init__(self):
-        self.value = None
+    keras_private.run_through_graph(model, [x], operation_fn)
+    return seen

@@ -69,7 +69,12 @@ class StateBatchNormalization(keras.layers.BatchNormalization):
     0.0
     """
 
-    # Set on the instance by slb_keras.calibrate_bn around its forward passes.
+    # Set on the instance by slb_keras.calibrate_bn around its forward passes: the one
+    # Python attribute read in a call. Not a scratch.Switch (read by a cond), because the
+    # calibration pass all-reduces its statistics over replicas and tf.distribute refuses
+    # an all-reduce inside a cond branch (measured: calibrate_bn under MirroredStrategy
+    # raised RuntimeError). It is read only inside calibrate_bn's own function, traced
+    # while it is on (one function per Calibrator), never by the model's own functions.
     calibrating = False
 
     def build(self, input_shape):

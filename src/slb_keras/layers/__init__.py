@@ -13,7 +13,7 @@ family is (Keras class, linear op, kernel layout, TFLite lowering):
 
 `FAMILIES` lists them; `family_of(layer)` is how the rest of the library asks.
 Adding a family is a module here and its entry in `FAMILIES`. The model-level
-helpers (`slb_layers`, `set_temperature`, `soft_inference`, `record_inputs`) are
+helpers (`slb_layers`, `set_temperature`, `soft_inference`, `layer_inputs`) are
 importable from here too.
 
 Example:
@@ -40,7 +40,7 @@ from slb_keras.core.family import bias_and_activation
 from slb_keras.core.mixin import SLBLayerMixin
 from slb_keras.core.model_helpers import assign_temperature
 from slb_keras.core.model_helpers import quantized_weight_counts
-from slb_keras.core.model_helpers import record_inputs
+from slb_keras.core.model_helpers import layer_inputs
 from slb_keras.core.model_helpers import set_temperature
 from slb_keras.core.model_helpers import slb_layers
 from slb_keras.core.model_helpers import soft_inference
@@ -105,7 +105,7 @@ __all__ = [
     "convertible",
     "family_of",
     "quantized_weight_counts",
-    "record_inputs",
+    "layer_inputs",
     "set_temperature",
     "slb_layers",
     "soft_inference",

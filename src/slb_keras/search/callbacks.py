@@ -16,6 +16,7 @@ import tensorflow as tf  # tf.data inputs and TensorBoard's summary writer
 
 from slb_keras.search import calibration
 from slb_keras import checks
+from slb_keras import keras_private
 from slb_keras import layers as slb_layers_lib
 from slb_keras.core import ops as slb_ops
 
@@ -143,7 +144,8 @@ class SLBMetrics(keras.callbacks.Callback):
     - `entropy`: mean over weights of -sum_k P_k log P_k (nats);
     - `flip_rate`: fraction of weights whose argmax code changed since the
       previous epoch end (the first epoch: since the start of training);
-    - `output_gap` (when `x` is given): on the fixed batch `x`, the layer's
+    - `output_gap` (when `x` is given, for a Sequential or Functional model):
+      on the fixed batch `x`, the layer's
       outputs with the soft and with the hard kernel, on the inputs it gets
       in the hard network, compared per output channel over all other
       positions as 1 - correlation, averaged over channels. It is the part
@@ -241,9 +243,8 @@ class SLBMetrics(keras.callbacks.Callback):
             per_layer[layer.name] = values
             max_probs[layer.name] = p_max
         overall = {name: total / max(size, 1) for name, total in totals.items()}
-        if self.x is not None:
-            with slb_layers_lib.record_inputs(self.model) as inputs:
-                self.model(self.x, training=False)
+        if self.x is not None and keras_private.is_graph_model(self.model):
+            inputs = slb_layers_lib.layer_inputs(self.model, self.x)
             for layer in layers:
                 if layer.name in inputs:
                     soft = layer(inputs[layer.name], training=True)
