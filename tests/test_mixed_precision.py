@@ -151,15 +151,21 @@ def test_the_budget_term_drives_the_expected_bits_under_the_budget():
     assert slb_keras.average_wbits(fixed) <= 1.5
 
 
-def test_choose_widths_keeps_the_budget_cheapest_first():
+def _big_small_fixed(width_logits):
+    """Two searched layers (100 and 20 weights) with these width logits, one fixed at 2 bits (6)."""
     model = keras.Sequential([
         keras.Input((10,)),
         slb_keras.SLBDense(10, wbits=(1, 2, 4), name="big"),   # 100 weights
         slb_keras.SLBDense(2, wbits=(1, 2, 4), name="small"),  # 20 weights
         slb_keras.SLBDense(3, wbits=2, name="fixed"),          # 6 weights at 2 bits
     ])
-    model.get_layer("big").width_logits.assign([0.0, 0.0, 3.0])
-    model.get_layer("small").width_logits.assign([0.0, 0.0, 3.0])
+    model.get_layer("big").width_logits.assign(width_logits)
+    model.get_layer("small").width_logits.assign(width_logits)
+    return model
+
+
+def test_choose_widths_keeps_the_budget_cheapest_first():
+    model = _big_small_fixed([0.0, 0.0, 3.0])
     assert slb_keras.choose_widths(model) == {"big": 4, "small": 4}
     # 2.5 bits over 126 weights = 315: big must come down; small (the same log-prob loss
     # per bit) stays at 4 if that is enough: 100 * 2 + 20 * 4 + 12 = 292.
@@ -178,14 +184,7 @@ def test_choose_widths_keeps_the_budget_cheapest_first():
 
 
 def test_choose_widths_uses_the_budget_widening_the_most_preferred_first():
-    model = keras.Sequential([
-        keras.Input((10,)),
-        slb_keras.SLBDense(10, wbits=(1, 2, 4), name="big"),   # 100 weights
-        slb_keras.SLBDense(2, wbits=(1, 2, 4), name="small"),  # 20 weights
-        slb_keras.SLBDense(3, wbits=2, name="fixed"),          # 6 weights at 2 bits
-    ])
-    model.get_layer("big").width_logits.assign([3.0, 0.0, 0.0])
-    model.get_layer("small").width_logits.assign([3.0, 0.0, 0.0])
+    model = _big_small_fixed([3.0, 0.0, 0.0])
     assert slb_keras.choose_widths(model) == {"big": 1, "small": 1}  # 132 bits: 1.05 average
     # 2 bits = 252: big's step to 2 bits loses the least log-probability per bit (100 bits
     # share it), then small's fits exactly; no further step fits.
