@@ -288,8 +288,9 @@ def main(argv):
                     print(f"  {name}={value} (the recipe's; no flag)")
                 elif value is None:  # left to the data or the run: the flag's help says how
                     print(f"  --{name} unset: {FLAGS[name].help}")
-                else:
-                    print(f"  --{name}={value}")
+                else:  # as the flag takes it: --wbits=1,2,4
+                    shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                    print(f"  --{name}={shown}")
             return
         training.run(FLAGS)
     except training.RunInterrupted as error:

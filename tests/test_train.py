@@ -193,6 +193,10 @@ def test_show_recipe_prints_the_resolved_settings_and_writes_nothing(tmp_path):
     assert not [line for line in lines if line.endswith("=None")]  # unset: said so, with how it is set
     assert "  --steps_per_epoch unset: Steps per epoch (default: one pass over the data)." in lines
     assert not (tmp_path / "run").exists()
+    search = _train_py(["--model=resnet20", "--wbits=1,2,4", "--abits=2", "--bit_budget=2", "--epochs=4",
+                        "--show_recipe"]).stdout.splitlines()
+    assert search[0].startswith("Bit-width search: each layer chooses 1, 2 or 4 bits under an average of 2")
+    assert {"  --wbits=1,2,4", "  --bit_budget=2.0", "  --search_fraction=0.5"} <= set(search)  # as flags take them
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help", "--helpfull"])
