@@ -125,11 +125,15 @@ def test_kill_9_in_the_search_and_after_it_then_resume_matches_uninterrupted_run
     assert (summary["test_accuracy"], summary["test_loss"]) == (reference["test_accuracy"], reference["test_loss"])
 
 
-def test_a_widths_file_that_does_not_fit_the_network_is_refused_in_one_line(tmp_path, capsys):
-    model_dir = tmp_path / "search"
-    config = {**SEARCH, "model_dir": str(model_dir)}
-    training.run(config)
-    (model_dir / training.SUMMARY_FILE).unlink()  # as if killed after the search
+def test_a_widths_file_that_does_not_fit_the_network_is_refused_in_one_line(tmp_path):
+    model_dir = tmp_path / "search"  # as a run killed after its search leaves it, widths edited
+    model_dir.mkdir()
+    config = training.resolve(training.Config(**{**SEARCH, "model_dir": str(model_dir)}))
+    (model_dir / training.FLAGS_FILE).write_text(json.dumps(training.run_settings(config)))
     (model_dir / training.WIDTHS_FILE).write_text(json.dumps({"conv9": 2}))
-    with pytest.raises(training.UsageError, match="its widths.json does not fit this run's network"):
+    with pytest.raises(training.UsageError, match=(
+        r"Invalid --model_dir=.*: its widths.json does not fit this run's network \(Invalid "
+        r"widths=\{'conv9': 2\}: expected a dict with one width for each searched layer"
+    )):
         training.run(config)
+    assert json.loads((model_dir / training.WIDTHS_FILE).read_text()) == {"conv9": 2}  # kept
