@@ -196,6 +196,7 @@ def test_show_recipe_prints_the_resolved_settings_and_writes_nothing(tmp_path):
     search = _train_py(["--model=resnet20", "--wbits=1,2,4", "--abits=2", "--bit_budget=2", "--epochs=4",
                         "--show_recipe"]).stdout.splitlines()
     assert search[0].startswith("Bit-width search: each layer chooses 1, 2 or 4 bits under an average of 2")
+    assert "tau 0.01 -> 200 (exp)" in search[0]  # the recipe of 2 bits, the widest within the budget
     assert {"  --wbits=1,2,4", "  --bit_budget=2.0", "  --search_fraction=0.5"} <= set(search)  # as flags take them
 
 
