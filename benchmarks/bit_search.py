@@ -40,11 +40,12 @@ def selected(records, model, abits, epochs):
 
 
 def label(record):
-    """"uniform W2" or "search B=2 (1,2,4)"."""
+    """"uniform W2", "search B=2 (1,2,4)", "search B=2 (1,2,4) temperature_end=200"."""
     if record["variant"] == "slb":
         return f"uniform W{record['wbits']}"
-    budget = record["variant"].split("=", 1)[1]
-    return f"search B={budget} ({','.join(map(str, record['wbits']))})"
+    settings = dict(part.split("=", 1) for part in record["variant"].split("+")[1:])
+    text = f"search B={settings.pop('bit_budget')} ({','.join(map(str, record['wbits']))})"
+    return " ".join([text, *(f"{k}={v}" for k, v in settings.items())])
 
 
 def measure(record):
@@ -91,20 +92,22 @@ def rows(records, sizes):
 
 
 def print_report(table, records, sizes):
-    print(f"  {'configuration':24s} {'n':>2s} {'avg bits':>8s} {'packed kB':>9s} "
+    print(f"  {'configuration':40s} {'n':>2s} {'avg bits':>8s} {'packed kB':>9s} "
           f"{'test %':>13s} {'val %':>13s}")
     for r in table:
         val = "" if r["val_mean"] is None else f"{r['val_mean']:6.2f} +- {r['val_std']:4.2f}"
         bits = "" if r["average_wbits"] is None else f"{r['average_wbits']:8.3f}"
         size = "" if r["packed_kb"] is None else f"{r['packed_kb']:9.1f}"
-        print(f"  {r['config']:24s} {r['n']:2d} {bits:>8s} {size:>9s} "
+        print(f"  {r['config']:40s} {r['n']:2d} {bits:>8s} {size:>9s} "
               f"{r['test_mean']:6.2f} +- {r['test_std']:4.2f} {val:>13s}")
     searches = [r for r in records if r["variant"] != "slb" and r["key"] in sizes]
     if not searches:
         return
     names = list(sizes[searches[0]["key"]]["wbits_per_layer"])
     print("\n  widths chosen per layer (one column per search run: budget/seed):")
-    heads = [f"{label(r).split()[1][2:]}/s{r['seed']}" for r in searches]
+    heads = [f"{i + 1}:s{r['seed']}" for i, r in enumerate(searches)]
+    for i, r in enumerate(searches):
+        print(f"  column {i + 1}: {label(r)}, seed {r['seed']}")
     print(f"  {'layer':30s} " + " ".join(f"{h:>7s}" for h in heads))
     for name in names:
         cells = [str(sizes[r["key"]]["wbits_per_layer"].get(name, "")) for r in searches]
