@@ -128,13 +128,15 @@ def plot(table, path):
             axes.errorbar([r["packed_kb"] for r in group], [r["test_mean"] for r in group],
                           yerr=[r["test_std"] for r in group], fmt=style, capsize=3, label=name)
             for r in group:
-                axes.annotate(f"{r['config'].split(' (')[0]} (n={r['n']})", (r["packed_kb"], r["test_mean"]),
+                text = r["config"].split(" (")[0] + "".join(" " + p for p in r["config"].split(") ")[1:])
+                text = text.replace("search ", "").replace("temperature_end=", "tau end ")
+                axes.annotate(f"{text} (n={r['n']})", (r["packed_kb"], r["test_mean"]),
                               textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xlabel("packed model size (kB; quantized convs at their widths, the rest float)")
     axes.set_ylabel("hard test accuracy (%)")
     axes.set_title("ResNet-20, A2, CIFAR-10: searched widths against uniform widths")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
