@@ -47,7 +47,7 @@ class SLBLayerMixin:
     `apply_kernel(inputs, kernel)`, the family's linear op.
 
     Attributes:
-        soft_inference_switch: a `scratch.Switch`, off by default: with
+        soft_inference_switch: a `scratch.Switch` (made with the layer), off by default: with
             `training` falsy the layer uses its hard kernel (what is deployed),
             or its soft one while the switch is on (`soft_inference`; not saved).
 
@@ -91,7 +91,7 @@ class SLBLayerMixin:
         super().__init__(*args, **kwargs)
         self.input_quantizer = quantizers.get(input_quantizer)
         self.logits_initializer = keras.initializers.get(logits_initializer)
-        self.soft_inference_switch = None  # created with the variables
+        self.soft_inference_switch = scratch.Switch(f"{self.name}_soft_inference")
         self._slb_building = False
 
     # -- variables -------------------------------------------------------------
@@ -127,7 +127,6 @@ class SLBLayerMixin:
             autocast=False,
             trainable=False,
         )
-        self.soft_inference_switch = scratch.Switch(f"{self.name}_soft_inference")
         if self.searched:
             self.width_logits = super().add_weight(
                 name="width_logits",

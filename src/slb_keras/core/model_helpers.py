@@ -155,9 +155,6 @@ def soft_inference(model):
     True
     """
     layers = slb_layers(model)
-    unbuilt = [layer.name for layer in layers if layer.soft_inference_switch is None]
-    if unbuilt:
-        raise ValueError(f"soft_inference: build the model first (unbuilt: {unbuilt}).")
     before = [layer.soft_inference_switch.is_on() for layer in layers]
     for layer in layers:
         layer.soft_inference_switch.set(True)
