@@ -19,6 +19,7 @@ Example:
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -35,15 +36,15 @@ def selected(records, model, abits, epochs):
     return [
         r for r in records
         if r["model"] == model and r["abits"] == abits and r["epochs"] == epochs
-        and (r["variant"] == "slb" or r["variant"].startswith("slb+bit_budget="))
+        and (r["variant"] == "slb" or r["variant"].startswith("slb+"))
     ]
 
 
 def label(record):
-    """"uniform W2", "search B=2 (1,2,4)", "search B=2 (1,2,4) temperature_end=200"."""
-    if record["variant"] == "slb":
-        return f"uniform W{record['wbits']}"
+    """"uniform W2", "uniform W4 temperature_end=200", "search B=2 (1,2,4) temperature_end=200"."""
     settings = dict(part.split("=", 1) for part in record["variant"].split("+")[1:])
+    if not isinstance(record["wbits"], (list, tuple)):
+        return " ".join([f"uniform W{record['wbits']}", *(f"{k}={v}" for k, v in settings.items())])
     text = f"search B={settings.pop('bit_budget')} ({','.join(map(str, record['wbits']))})"
     return " ".join([text, *(f"{k}={v}" for k, v in settings.items())])
 
@@ -100,7 +101,7 @@ def print_report(table, records, sizes):
         size = "" if r["packed_kb"] is None else f"{r['packed_kb']:9.1f}"
         print(f"  {r['config']:40s} {r['n']:2d} {bits:>8s} {size:>9s} "
               f"{r['test_mean']:6.2f} +- {r['test_std']:4.2f} {val:>13s}")
-    searches = [r for r in records if r["variant"] != "slb" and r["key"] in sizes]
+    searches = [r for r in records if isinstance(r["wbits"], (list, tuple)) and r["key"] in sizes]
     if not searches:
         return
     names = list(sizes[searches[0]["key"]]["wbits_per_layer"])
@@ -121,15 +122,19 @@ def plot(table, path):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    uniform = [r for r in table if r["config"].startswith("uniform") and r["packed_kb"]]
+    recipe = [r for r in table if re.fullmatch(r"uniform W\d+", r["config"]) and r["packed_kb"]]
+    other = [r for r in table if r["config"].startswith("uniform") and r not in recipe and r["packed_kb"]]
     search = [r for r in table if r["config"].startswith("search") and r["packed_kb"]]
-    for group, style, name in ((uniform, "s-", "uniform SLB"), (search, "o", "searched widths")):
+    groups = ((recipe, "s-", "uniform SLB (recipe)"), (other, "x", "uniform SLB, other settings"),
+              (search, "o", "searched widths"))
+    for group, style, name in groups:
         if group:
             axes.errorbar([r["packed_kb"] for r in group], [r["test_mean"] for r in group],
                           yerr=[r["test_std"] for r in group], fmt=style, capsize=3, label=name)
             for r in group:
                 text = r["config"].split(" (")[0] + "".join(" " + p for p in r["config"].split(") ")[1:])
                 text = text.replace("search ", "").replace("temperature_end=", "tau end ")
+                text = text.replace("uniform ", "") if style == "x" else text
                 axes.annotate(f"{text} (n={r['n']})", (r["packed_kb"], r["test_mean"]),
                               textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xlabel("packed model size (kB; quantized convs at their widths, the rest float)")
