@@ -141,7 +141,7 @@ def plot(table, path):
     axes.set_ylabel("hard test accuracy (%)")
     axes.set_title("ResNet-20, A2, CIFAR-10: searched widths against uniform widths")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="upper left")
+    axes.legend(loc="lower left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
