@@ -1,16 +1,16 @@
 """A switch a layer owns but does not save: state that steers `call`, read when it runs.
 
-`soft_inference` (SLB layers' kernel with `training=False`) and `calibrate_bn`
-(StateBatchNormalization's calibration pass) change what a layer computes for a
-block of calls. A Python attribute read inside `call` would freeze into every
-function traced while it had one value (a `model.predict` traced before the
-block would ignore it, one traced inside would keep it after). A `Switch` is a
-float32 Keras variable held by the layer (not among its weights: neither saved
-nor counted, like `normalization.CalibrationAccumulators`), and `branch` reads
-it where the computation runs: `ops.cond` on TensorFlow, so a traced function
-follows the switch. Other backends run the calibration eagerly and branch on
-the value in Python: there a function jitted while the switch had one value
-keeps it.
+`soft_inference` changes what SLB layers compute with `training=False` for a block of
+calls. A Python attribute read inside `call` would freeze into every function traced
+while it had one value (a `model.predict` traced before the block would ignore it, one
+traced inside would keep it after). A `Switch` is a float32 Keras variable held by the
+layer (not among its weights: neither saved nor counted, like
+`normalization.CalibrationAccumulators`), and `branch` reads it where the computation
+runs: `ops.cond` on TensorFlow, so a traced function follows the switch. Other
+backends branch on the value in Python: there a function jitted while the switch had
+one value keeps it. (StateBatchNormalization's `calibrating` is not a switch: its
+calibration pass all-reduces over replicas, which tf.distribute refuses inside a cond
+branch; see `normalization`.)
 """
 
 import keras
