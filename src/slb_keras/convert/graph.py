@@ -2,7 +2,8 @@
 
 One walk shared by `quantize_model` (which layers, in which order, what feeds
 each), `to_inference_model` (which batch norm follows which kernel layer) and
-`export_tflite` (the graph run with some layers replaced). A nested Sequential
+`export_tflite` (which batch norm and activation follow a kernel layer). Running a
+graph with some layers replaced is `slb_keras.core.model_helpers.run_graph`. A nested Sequential
 or Functional model is walked into; its layers count as the model's own. The
 private Keras attributes this needs are read in `slb_keras.checks` only.
 
@@ -104,33 +105,6 @@ def sole(layers):
     ('a', None, None)
     """
     return layers[0] if layers is not None and len(layers) == 1 else None
-
-
-def run_graph(model, inputs, replaced):
-    """`model`'s graph on `inputs`, with `replaced[id(layer)](x)` in place of those layers.
-
-    `model` is Functional; nested Sequential/Functional models are run the same
-    way, so a replaced layer inside one is replaced too. Other operations run
-    as they are (shared weights).
-
-    Example:
-
-    >>> x = keras.Input((2,))
-    >>> relu = keras.layers.ReLU()
-    >>> model = keras.Model(x, relu(x))
-    >>> out = run_graph(model, [np.array([[-1.0, 2.0]])], {id(relu): lambda t: t * 2})
-    >>> np.asarray(out).tolist()
-    [[-2.0, 4.0]]
-    """
-
-    def operation_fn(op):
-        if id(op) in replaced:
-            return lambda x, **kwargs: replaced[id(op)](x)
-        if keras_private.is_graph_model(op):
-            return lambda *args, **kwargs: run_graph(op, list(args), replaced)
-        return op
-
-    return keras_private.run_through_graph(model, inputs, operation_fn)
 
 
 def as_functional(model):

@@ -3,7 +3,8 @@
 `slb_layers` finds them (nested models included), `quantized_weight_counts` counts
 their weights, `set_temperature` sets their tau,
 `soft_inference` makes inference use the soft kernels for a while, and `layer_inputs`
-records the input each one receives (what calibration and the metrics need).
+records the input each one receives (what calibration and the metrics need), through
+`run_graph` (a model's graph with some layers replaced).
 """
 
 import contextlib
@@ -188,18 +189,40 @@ def layer_inputs(model, x):
             f"Invalid model={model.name!r}: layer_inputs reads a Sequential or Functional "
             f"model's graph; {type(model).__name__} has none."
         )
-    targets = {id(layer) for layer in slb_layers(model)}
     seen = {}
 
+    def recorder(layer):
+        def recorded(inputs):
+            seen.setdefault(layer.name, inputs)
+            return layer(inputs)
+        return recorded
+
+    run_graph(model, [x], {id(layer): recorder(layer) for layer in slb_layers(model)})
+    return seen
+
+
+def run_graph(model, inputs, replaced):
+    """`model`'s graph on `inputs`, with `replaced[id(layer)](x)` in place of those layers.
+
+    `model` is Sequential or Functional; nested ones are run the same way, so a
+    replaced layer inside one is replaced too. Other operations run as they are
+    (shared weights). `layer_inputs` and `export_tflite` run graphs with it.
+
+    Example:
+
+    >>> x = keras.Input((2,))
+    >>> relu = keras.layers.ReLU()
+    >>> model = keras.Model(x, relu(x))
+    >>> out = run_graph(model, [np.array([[-1.0, 2.0]])], {id(relu): lambda t: t * 2})
+    >>> np.asarray(out).tolist()
+    [[-2.0, 4.0]]
+    """
+
     def operation_fn(op):
-        if id(op) in targets:
-            def recorded(inputs, *args, **kwargs):
-                seen.setdefault(op.name, inputs)
-                return op(inputs, *args, **kwargs)
-            return recorded
+        if id(op) in replaced:
+            return lambda x, **kwargs: replaced[id(op)](x)
         if keras_private.is_graph_model(op):
-            return lambda *args, **kwargs: keras_private.run_through_graph(op, list(args), operation_fn)
+            return lambda *args, **kwargs: run_graph(op, list(args), replaced)
         return op
 
-    keras_private.run_through_graph(model, [x], operation_fn)
-    return seen
+    return keras_private.run_through_graph(model, inputs, operation_fn)

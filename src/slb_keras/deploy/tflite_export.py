@@ -36,7 +36,7 @@ from keras import ops
 
 from slb_keras.deploy import export_report
 from slb_keras import files
-from slb_keras.convert import graph
+from slb_keras.core import model_helpers
 from slb_keras.deploy import inference_model as inference_module
 from slb_keras import layers as slb_layers_lib
 from slb_keras.core.family import bias_and_activation
@@ -281,7 +281,7 @@ def _kernel_input_model(inference, plans):
         replaced[id(plan.entry.layer)] = functools.partial(
             apply, plan.entry.layer, plan.to_keras(kernel), plan, border
         )
-    outputs = graph.run_graph(inference, images, replaced)
+    outputs = model_helpers.run_graph(inference, images, replaced)
     return keras.Model(images + fed + list(ones.values()), outputs, name=f"{inference.name}_kernel_inputs")
 
 
