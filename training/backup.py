@@ -13,6 +13,8 @@ import shutil
 from training.config import UsageError
 from training.run_dir import BACKUP_DIR, SEARCH_BACKUP_SUFFIX, TEMPORARY_PREFIX, remove_temporaries, write_json
 
+_BACKUPS = (BACKUP_DIR, BACKUP_DIR + SEARCH_BACKUP_SUFFIX)  # a run's, and a search's first phase's
+
 
 def restore(backup, model, config, info):
     """Restores model and optimizer from the run's backup, or refuses in one line.
@@ -74,14 +76,13 @@ def leftovers(model_dir):
     []
     """
     names = os.listdir(model_dir)
-    backups = (BACKUP_DIR, BACKUP_DIR + SEARCH_BACKUP_SUFFIX)
-    return [n for n in names if n.startswith(TEMPORARY_PREFIX) or n in backups]
+    return [n for n in names if n.startswith(TEMPORARY_PREFIX) or n in _BACKUPS]
 
 
 def remove_leftovers(model_dir):
     """Removes the temporaries and the backups a finished run left in `model_dir`."""
     remove_temporaries(model_dir)
-    for name in (BACKUP_DIR, BACKUP_DIR + SEARCH_BACKUP_SUFFIX):
+    for name in _BACKUPS:
         shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
 
 
