@@ -217,6 +217,17 @@ def is_search(config):
     return mixed_precision.is_searched(config.wbits)
 
 
+def wbits_text(config):
+    """The weight bits as the flag takes them: "2", or "1,2,4" for a search.
+
+    Example:
+
+    >>> wbits_text(Config(wbits=2)), wbits_text(Config(wbits=(1, 2, 4), bit_budget=2.0))
+    ('2', '1,2,4')
+    """
+    return ",".join(map(str, config.wbits)) if is_search(config) else str(config.wbits)
+
+
 def wbits_label(config):
     """The weight bits in names: "2", or "1-2-4b2" for a search of 1, 2, 4 under 2 bits.
 

@@ -20,7 +20,7 @@ import models
 import slb_keras
 from models import method as method_lib
 from training.config import (
-    MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, is_search, resolve, search_epochs,
+    MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, is_search, resolve, search_epochs, wbits_text,
 )
 from training import backup as backup_lib
 from training import schedule
@@ -296,14 +296,15 @@ class _Phase:
         self.resumed_from = None
 
     def train(self, model, backup, epochs, extra_callbacks=()):
-        """Fits `model` up to `epochs` (none if its backup is there already); returns the test set."""
+        """Fits `model` up to `epochs`; returns the test set (None for a search phase whose
+        backup already holds all its epochs: nothing to fit, no data built)."""
         config = self.config
         initial_epoch = self._resumed_epoch(model, backup)
+        if initial_epoch >= epochs and epochs < config.epochs:
+            return None
         train_ds, validation_ds, test_ds, calibration_ds = _datasets(
             config, self.strategy, self.info, initial_epoch, self.steps_per_epoch, self.datasets_override
         )
-        if initial_epoch >= epochs and epochs < config.epochs:
-            return test_ds  # a search phase already done
         callbacks = self._callbacks(backup, validation_ds, calibration_ds, extra_callbacks, epochs)
         verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
         with multi_worker_fixes(model, self.strategy):
@@ -478,7 +479,7 @@ def _wbits_shown(config, summary):
     """W2, or for a search the average it reached: W1.96 (searched 1,2,4)."""
     if not is_search(config):
         return config.wbits
-    return f"{summary['average_wbits']:.2f} (searched {','.join(map(str, config.wbits))})"
+    return f"{summary['average_wbits']:.2f} (searched {wbits_text(config)})"
 
 
 class _EpochClock:

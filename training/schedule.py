@@ -31,7 +31,7 @@ def describe(config):
     inputs = {None: "float", "ste_sign": "sign"}.get(alias, alias) + " inputs"
     text = _search_phrase(config) if config_lib.is_search(config) else ""
     text += (
-        f"{config.model} ({config.block} blocks), {config.method} W{_wbits_text(config)}/A{config.abits} "
+        f"{config.model} ({config.block} blocks), {config.method} W{config_lib.wbits_text(config)}/A{config.abits} "
         f"({inputs}), {config.dataset}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
         f"batch {config.batch_size}: "
         f"{config.optimizer} lr {config.lr:g} {config.lr_schedule}, weight decay "
@@ -56,10 +56,6 @@ def describe(config):
     else:
         text += " [the authors' recipe]"
     return text
-
-
-def _wbits_text(config):
-    return ",".join(map(str, config.wbits)) if config_lib.is_search(config) else str(config.wbits)
 
 
 def _search_phrase(config):
