@@ -38,6 +38,8 @@ Modules (each imports only those above it):
 - `backup`: restoring the backup of a killed run, clearing what a finished one left.
 - `strategy`: `make_strategy`, `worker_role`.
 - `keras_fixes`: the MultiWorkerMirroredStrategy workaround (the only private Keras).
+- `phase`: `Phase` (one phase of training: its data, callbacks and `fit`, resumed from
+  its backup; a bit-width search has two) and `EpochClock`.
 - `runner`: `run`.
 
 Example:
