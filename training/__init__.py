@@ -59,7 +59,6 @@ from training.config import (
     STRATEGIES,
     TEMPERATURE_SCHEDULES,
     Config,
-    UsageError,
     config_from,
     resolve,
     run_settings,
@@ -82,6 +81,7 @@ from training.run_dir import (
 from training.runner import run
 from training.schedule import describe, temperature_arguments
 from training.strategy import make_strategy
+from training.usage import UsageError
 
 __all__ = [
     "RunFailed",

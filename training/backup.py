@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 
-from training.config import UsageError
+from training.usage import UsageError
 from training.run_dir import BACKUP_DIR, SEARCH_BACKUP_SUFFIX, TEMPORARY_PREFIX, remove_temporaries, write_json
 
 _BACKUPS = (BACKUP_DIR, BACKUP_DIR + SEARCH_BACKUP_SUFFIX)  # a run's, and a search's first phase's

@@ -14,9 +14,9 @@ import os
 import models
 from input_pipeline.sources import DATASETS as NAMED_DATASETS
 from models import method as method_lib
-from slb_keras.core import mixed_precision
-from training import recipes
+from training import recipes, search_settings
 from training.recipes import RECIPES
+from training.usage import UsageError, invalid_flag, is_int, is_number
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")
@@ -27,19 +27,6 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 # Settings that do not change what is trained: a run may resume with other values.
 RUN_INDEPENDENT = ("model_dir", "data_dir", "strategy", "export", "verbose")
-
-
-class UsageError(ValueError):
-    """Bad input to a run (a flag, the data, the model_dir); train.py exits with status 2.
-
-    Example:
-
-    >>> try:
-    ...     resolve(Config(wbits=9))
-    ... except UsageError as error:
-    ...     print(error)
-    Invalid --wbits=9: expected an integer from 1 to 8.
-    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,25 +124,6 @@ def config_from(flags_or_config):
     return Config(**values)
 
 
-def invalid_flag(name, value, expected):
-    """The `UsageError` for `--name=value`, saying what is `expected`.
-
-    Example:
-
-    >>> print(invalid_flag("epochs", -1, "an integer >= 1"))
-    Invalid --epochs=-1: expected an integer >= 1.
-    """
-    return UsageError(f"Invalid --{name}={value}: expected {expected}.")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def resolve(config):
     """Fills the recipe defaults of `config` and validates every field.
 
@@ -170,154 +138,18 @@ def resolve(config):
     >>> resolve(Config(model="resnet20")).lr
     0.1
     """
-    config = dataclasses.replace(config, wbits=_parsed_wbits(config.wbits))
+    config = dataclasses.replace(config, wbits=search_settings.parsed_wbits(config.wbits))
     config = _with_recipe(config)
-    _check_search(config)
+    search_settings.check_search(config)
     _check_method(config)
     _check_counts_and_choices(config)
     config = _with_temperature(config)
     _check_training(config)
     _check_switches_and_data(config)
     if config.model_dir is None:
-        name = f"{config.model}_{config.method}_w{wbits_label(config)}a{config.abits}_{data_label(config.dataset)}"
+        name = f"{config.model}_{config.method}_w{search_settings.wbits_label(config)}a{config.abits}_{data_label(config.dataset)}"
         config = dataclasses.replace(config, model_dir=os.path.join("runs", name))
     return config
-
-
-def _parsed_wbits(wbits):
-    """--wbits as train.py gives it ("2", "1,2,4") or as the API does (2, (1, 2, 4)).
-
-    Example:
-
-    >>> _parsed_wbits("2"), _parsed_wbits("1,2,4"), _parsed_wbits([2, 4])
-    (2, (1, 2, 4), (2, 4))
-    """
-    if isinstance(wbits, list):
-        return tuple(wbits)
-    if not isinstance(wbits, str):
-        return wbits
-    parts = [part.strip() for part in wbits.split(",")]
-    if not all(part.isdigit() for part in parts):
-        raise invalid_flag(
-            "wbits", wbits,
-            "an integer from 1 to 8, or candidate widths of 1, 2, 4, 8 to search (e.g. 1,2,4)",
-        )
-    values = tuple(int(part) for part in parts)
-    return values[0] if len(values) == 1 else values
-
-
-def is_search(config):
-    """Whether the run searches the bit widths (--wbits=1,2,4 and a --bit_budget).
-
-    Example:
-
-    >>> is_search(Config(wbits=(1, 2, 4), bit_budget=2.0)), is_search(Config(wbits=2))
-    (True, False)
-    """
-    return mixed_precision.is_searched(config.wbits)
-
-
-def wbits_text(config):
-    """The weight bits as the flag takes them: "2", or "1,2,4" for a search.
-
-    Example:
-
-    >>> wbits_text(Config(wbits=2)), wbits_text(Config(wbits=(1, 2, 4), bit_budget=2.0))
-    ('2', '1,2,4')
-    """
-    return ",".join(map(str, config.wbits)) if is_search(config) else str(config.wbits)
-
-
-def wbits_label(config):
-    """The weight bits in names: "2", or "1-2-4b2" for a search of 1, 2, 4 under 2 bits.
-
-    Example:
-
-    >>> wbits_label(Config(wbits=2)), wbits_label(Config(wbits=(1, 2, 4), bit_budget=2.0))
-    ('2', '1-2-4b2')
-    """
-    if not is_search(config):
-        return str(config.wbits)
-    return "-".join(str(w) for w in config.wbits) + f"b{config.bit_budget:g}"
-
-
-def _check_search(config):
-    """A search's budget and fraction; a budget only with candidate widths."""
-    if not is_search(config):
-        if config.bit_budget is not None:
-            raise invalid_flag(
-                "bit_budget", config.bit_budget,
-                f"no budget with one width (--wbits={config.wbits}); a search takes candidate "
-                "widths, e.g. --wbits=1,2,4 --bit_budget=2",
-            )
-        return
-    widths = ",".join(str(w) for w in config.wbits)
-    if config.method != "slb":
-        raise invalid_flag(
-            "wbits", widths, f"one width with --method={config.method} (searching widths is SLB's)"
-        )
-    try:
-        mixed_precision.validate_candidates(config.wbits)
-    except ValueError:
-        raise invalid_flag(
-            "wbits", widths, "two or more distinct widths of 1, 2, 4, 8 (nested value sets) to search"
-        ) from None
-    low, high = min(config.wbits), max(config.wbits)
-    if config.bit_budget is None:
-        raise invalid_flag(
-            "wbits", widths,
-            f"a --bit_budget with candidate widths (the average bits per quantized weight to "
-            f"search under, from {low} to {high})",
-        )
-    try:
-        mixed_precision.validate_budget(config.bit_budget, config.wbits)
-    except ValueError:
-        raise invalid_flag(
-            "bit_budget", config.bit_budget,
-            f"a number from {low} to {high} (the range of --wbits={widths})",
-        ) from None
-    fraction = config.search_fraction
-    if not (_is_number(fraction) and 0 < fraction < 1):
-        raise invalid_flag("search_fraction", fraction, "a fraction of the epochs in (0, 1)")
-    if _is_int(config.epochs) and config.epochs < 2:
-        raise invalid_flag(
-            "epochs", config.epochs,
-            f"at least 2 for a search (--wbits={widths}): the widths are searched for part of "
-            "the epochs, then trained on",
-        )
-
-
-def recipe_wbits(config):
-    """The width whose temperature recipe a run takes: its --wbits; for a search, the widest
-    candidate within the budget (1,2,4 under 2 bits: 2's tau end of 200, not 4's 1000).
-
-    Measured (ResNet-20 A2, CIFAR-10, 4 epochs, seed 0, a 2-bit budget): with 4's tau end the
-    fixed widths reached 62.91% (their epochs at tau 1000, every weight frozen: flip rate 2e-4
-    in the last epoch), with 2's 65.36% (uniform W2: 64.53 +- 0.47 over 3 seeds).
-
-    Example:
-
-    >>> recipe_wbits(Config(wbits=(1, 2, 4), bit_budget=2.0)), recipe_wbits(Config(wbits=4))
-    (2, 4)
-    >>> recipe_wbits(Config(wbits=(2, 4, 8), bit_budget=7.5))
-    4
-    """
-    if not is_search(config):
-        return config.wbits
-    return max(w for w in config.wbits if w <= config.bit_budget)
-
-
-def search_epochs(config):
-    """The epochs of a search's first phase: round(search_fraction * epochs), 1..epochs-1.
-
-    Example:
-
-    >>> search_epochs(Config(wbits=(1, 2), bit_budget=1.5, epochs=4))
-    2
-    >>> search_epochs(Config(wbits=(1, 2), bit_budget=1.5, epochs=2, search_fraction=0.9))
-    1
-    """
-    return min(config.epochs - 1, max(1, round(config.search_fraction * config.epochs)))
 
 
 def _with_recipe(config):
@@ -326,7 +158,7 @@ def _with_recipe(config):
         raise invalid_flag("model", config.model, "one of " + ", ".join(models.MODELS))
     recipe = RECIPES[config.model]
     epochs = recipe["epochs"] if config.epochs is None else config.epochs
-    if _is_int(epochs):  # else refused below
+    if is_int(epochs):  # else refused below
         budget = recipes.budget_defaults(config.model, config.method, epochs, config.optimizer)
         config = dataclasses.replace(
             config, **{k: v for k, v in budget.items() if getattr(config, k) is None}
@@ -373,7 +205,7 @@ def _check_counts_and_choices(config):
         ("seed", 0),
     ):
         value = getattr(config, name)
-        if value is not None and not (_is_int(value) and value >= low):
+        if value is not None and not (is_int(value) and value >= low):
             raise invalid_flag(name, value, f"an integer >= {low}")
     for name, allowed in (
         ("optimizer", OPTIMIZERS),
@@ -395,10 +227,10 @@ def _with_temperature(config):
         )
     for name in ("temperature_speed", "temperature_end"):
         value = getattr(config, name)
-        if value is not None and not (_is_number(value) and value > 0):
+        if value is not None and not (is_number(value) and value > 0):
             raise invalid_flag(name, value, "a finite number > 0")
     temperature = recipes.temperature_defaults(
-        config.model, recipe_wbits(config), config.abits, config.epochs,
+        config.model, search_settings.recipe_wbits(config), config.abits, config.epochs,
         speed=config.temperature_speed, end=config.temperature_end,
     )
     config = dataclasses.replace(
@@ -411,16 +243,16 @@ def _check_training(config):
     """The optimizer's, the initial logits' and the schedules' numbers."""
     for name in ("lr", "temperature_start"):
         value = getattr(config, name)
-        if not (_is_number(value) and value > 0):
+        if not (is_number(value) and value > 0):
             raise invalid_flag(name, value, "a finite number > 0")
     if config.logits_init not in method_lib.LOGITS_INITS:
         raise invalid_flag("logits_init", config.logits_init, "one of " + ", ".join(method_lib.LOGITS_INITS))
     if config.weight_decay_mode not in WEIGHT_DECAY_MODES:
         raise invalid_flag("weight_decay_mode", config.weight_decay_mode, "one of " + ", ".join(WEIGHT_DECAY_MODES))
-    if not (_is_number(config.weight_decay) and config.weight_decay >= 0):
+    if not (is_number(config.weight_decay) and config.weight_decay >= 0):
         raise invalid_flag("weight_decay", config.weight_decay, "a finite number >= 0")
     start, end = config.temperature_start_fraction, config.temperature_end_fraction
-    if not (_is_number(start) and _is_number(end) and 0 <= start < end <= 1):
+    if not (is_number(start) and is_number(end) and 0 <= start < end <= 1):
         raise invalid_flag(
             "temperature_start_fraction/--temperature_end_fraction",
             f"{start}/{end}",
@@ -429,17 +261,17 @@ def _check_training(config):
     steps = config.lr_step_epochs
     if not (
         isinstance(steps, tuple)
-        and all(_is_number(s) and 0 < s < 1 for s in steps)
+        and all(is_number(s) and 0 < s < 1 for s in steps)
         and list(steps) == sorted(steps)
     ):
         raise invalid_flag("lr_step_epochs", steps, "increasing fractions of training in (0, 1)")
     hard_limit = config.epochs - math.ceil(config.temperature_end_fraction * config.epochs - 1e-9)
     why = (f"the epochs after tau stops growing at {config.temperature_end_fraction:g} of "
            f"{config.epochs}")
-    if is_search(config) and config.epochs - search_epochs(config) < hard_limit:
-        hard_limit = config.epochs - search_epochs(config)  # hard epochs train the fixed widths
-        why = f"the epochs after the search's {search_epochs(config)} of {config.epochs}"
-    if not (_is_int(config.hard_epochs) and 0 <= config.hard_epochs <= hard_limit):
+    if search_settings.is_search(config) and config.epochs - search_settings.search_epochs(config) < hard_limit:
+        hard_limit = config.epochs - search_settings.search_epochs(config)  # hard epochs train the fixed widths
+        why = f"the epochs after the search's {search_settings.search_epochs(config)} of {config.epochs}"
+    if not (is_int(config.hard_epochs) and 0 <= config.hard_epochs <= hard_limit):
         raise invalid_flag(
             "hard_epochs", config.hard_epochs, f"an integer from 0 to {hard_limit} ({why})",
         )
@@ -455,7 +287,7 @@ def _check_switches_and_data(config):
     if config.augment is not None and not isinstance(config.augment, bool):
         raise invalid_flag("augment", config.augment, "true or false (or unset: the data set's default)")
     split = config.validation_split
-    if not (_is_number(split) and 0 <= split < 1):
+    if not (is_number(split) and 0 <= split < 1):
         raise invalid_flag("validation_split", split, "a fraction of the training split in [0, 1)")
     if not isinstance(config.dataset, str) or not config.dataset:
         raise invalid_flag("dataset", config.dataset, "a data set name or path")

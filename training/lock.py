@@ -12,7 +12,7 @@ import errno
 import fcntl
 import os
 
-from training.config import UsageError
+from training.usage import UsageError
 
 LOCK_FILE = ".lock"
 

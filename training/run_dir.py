@@ -19,7 +19,8 @@ import shutil
 import tempfile
 from types import MappingProxyType
 
-from training.config import Config, UsageError, invalid_flag, run_settings
+from training.config import Config, run_settings
+from training.usage import UsageError, invalid_flag
 from training.lock import LOCK_FILE
 
 FLAGS_FILE = "flags.json"

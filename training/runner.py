@@ -16,9 +16,9 @@ import input_pipeline
 import models
 import slb_keras
 from models import method as method_lib
-from training.config import (
-    MIN_IMAGE_SIZE, UsageError, config_from, invalid_flag, is_search, resolve, search_epochs, wbits_text,
-)
+from training.config import MIN_IMAGE_SIZE, config_from, resolve
+from training.search_settings import is_search, search_epochs, wbits_text
+from training.usage import UsageError, invalid_flag
 from training import backup as backup_lib
 from training import schedule
 from training.guards import RunInterrupted, TrainingDiverged, is_disk_error, write_failure

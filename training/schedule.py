@@ -8,8 +8,7 @@ used, tau's final value).
 
 import slb_keras
 from slb_keras.core import quantizers
-from training import config as config_lib
-from training import recipes
+from training import recipes, search_settings
 from training.recipes import RECIPES
 
 
@@ -29,9 +28,9 @@ def describe(config):
     """
     alias = _input_alias(config)
     inputs = {None: "float", "ste_sign": "sign"}.get(alias, alias) + " inputs"
-    text = _search_phrase(config) if config_lib.is_search(config) else ""
+    text = _search_phrase(config) if search_settings.is_search(config) else ""
     text += (
-        f"{config.model} ({config.block} blocks), {config.method} W{config_lib.wbits_text(config)}/A{config.abits} "
+        f"{config.model} ({config.block} blocks), {config.method} W{search_settings.wbits_text(config)}/A{config.abits} "
         f"({inputs}), {config.dataset}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, "
         f"batch {config.batch_size}: "
         f"{config.optimizer} lr {config.lr:g} {config.lr_schedule}, weight decay "
@@ -68,7 +67,7 @@ def _search_phrase(config):
     'Bit-width search: each layer chooses 1, 2 or 4 bits under an average of 2 bits per quantized weight in epochs 1-3 of 6, then trains on at the chosen widths. '
     """
     widths = ", ".join(map(str, config.wbits[:-1])) + f" or {config.wbits[-1]}"
-    searched = config_lib.search_epochs(config)
+    searched = search_settings.search_epochs(config)
     return (
         f"Bit-width search: each layer chooses {widths} bits under an average of "
         f"{config.bit_budget:g} bits per quantized weight in epoch{'s 1-' if searched > 1 else ' '}"
@@ -117,6 +116,6 @@ def recipe_record(config, steps_per_epoch):
         "temperature_final": scheduler.final_temperature() if config.method == "slb" else None,
         "temperature_form": "speed" if config.temperature_speed is not None else config.temperature_schedule,
     }
-    if config_lib.is_search(config):
-        record["search_epochs"] = config_lib.search_epochs(config)
+    if search_settings.is_search(config):
+        record["search_epochs"] = search_settings.search_epochs(config)
     return record
