@@ -30,6 +30,8 @@ sys.path.insert(0, ROOT)
 
 from benchmarks import _common  # noqa: E402
 
+SEARCH_TEMPERATURE_END = 200  # the searches the plot joins into a front (the recipe's tau end)
+
 
 def selected(records, model, abits, epochs):
     """The uniform SLB runs and the searches of `model` at A`abits` and `epochs`."""
@@ -41,11 +43,16 @@ def selected(records, model, abits, epochs):
 
 
 def label(record):
-    """"uniform W2", "uniform W4 temperature_end=200", "search B=2 (1,2,4) temperature_end=200"."""
+    """"uniform W2", "uniform W4 temperature_end=200", "search B=2 (1,2,4) temperature_end=200".
+
+    A search's label always gives its final tau, from the run's resolved settings.
+    """
     settings = dict(part.split("=", 1) for part in record["variant"].split("+")[1:])
     if not isinstance(record["wbits"], (list, tuple)):
         return " ".join([f"uniform W{record['wbits']}", *(f"{k}={v}" for k, v in settings.items())])
     text = f"search B={settings.pop('bit_budget')} ({','.join(map(str, record['wbits']))})"
+    # a search's tau end as it ran (the recipe's changed: at first a search took 4 bits')
+    settings["temperature_end"] = f"{record['config']['temperature_end']:g}"
     return " ".join([text, *(f"{k}={v}" for k, v in settings.items())])
 
 
@@ -123,10 +130,12 @@ def plot(table, path):
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     recipe = [r for r in table if re.fullmatch(r"uniform W\d+", r["config"]) and r["packed_kb"]]
-    other = [r for r in table if r["config"].startswith("uniform") and r not in recipe and r["packed_kb"]]
-    search = [r for r in table if r["config"].startswith("search") and r["packed_kb"]]
-    groups = ((recipe, "s-", "uniform SLB (recipe)"), (other, "x", "uniform SLB, other settings"),
-              (search, "o", "searched widths"))
+    search = [r for r in table if r["config"].startswith("search") and r["packed_kb"]
+              and r["config"].endswith(f"temperature_end={SEARCH_TEMPERATURE_END:g}")]
+    other = [r for r in table if r not in recipe and r not in search and r["packed_kb"]]
+    groups = ((recipe, "s-", "uniform SLB (recipe)"),
+              (search, "o-", f"searched widths (tau end {SEARCH_TEMPERATURE_END:g})"),
+              (other, "x", "other settings"))
     for group, style, name in groups:
         if group:
             axes.errorbar([r["packed_kb"] for r in group], [r["test_mean"] for r in group],
@@ -135,6 +144,7 @@ def plot(table, path):
                 text = r["config"].split(" (")[0] + "".join(" " + p for p in r["config"].split(") ")[1:])
                 text = text.replace("search ", "").replace("temperature_end=", "tau end ")
                 text = text.replace("uniform ", "") if style == "x" else text
+                text = text.replace(f" tau end {SEARCH_TEMPERATURE_END:g}", "") if style == "o-" else text
                 axes.annotate(f"{text} (n={r['n']})", (r["packed_kb"], r["test_mean"]),
                               textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xlabel("packed model size (kB; quantized convs at their widths, the rest float)")

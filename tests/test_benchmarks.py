@@ -218,32 +218,36 @@ def test_bit_search_pareto_table_measures_packed_sizes_once(tmp_path):
     def record(key, variant, wbits, seed, acc, model_dir):
         return {"key": key, "model": "resnet20", "variant": variant, "wbits": wbits, "abits": 2,
                 "epochs": 4, "seed": seed, "test_accuracy": acc, "val_accuracy": acc + 0.01,
-                "config": {"model_dir": model_dir}}
+                "config": {"model_dir": model_dir, "temperature_end": 200.0}}
 
     records = [
         record("u2s0", "slb", 2, 0, 0.60, saved("u2s0", (2, 2))),
         record("u2s1", "slb", 2, 1, 0.62, saved("u2s1", (2, 2))),
         record("b2s0", "slb+bit_budget=2", [1, 2, 4], 0, 0.64, saved("b2s0", (1, 4))),
+        record("b2t1000", "slb+bit_budget=2", [1, 2, 4], 1, 0.5, saved("b2t1000", (1, 4))),
         record("other", "slb", 2, 0, 0.1, "/nonexistent"),
     ]
     records[-1]["abits"] = 1  # another activation width: not selected
+    records[-2]["config"]["temperature_end"] = 1000.0  # the same flags at another recipe's tau
     (tmp_path / "cifar10.json").write_text(json.dumps({"records": records}))
     out = tmp_path / "bit_search.json"
     argv = [f"--json={tmp_path / 'cifar10.json'}", f"--out={out}", f"--png={tmp_path / 'p.png'}"]
     bit_search.main(argv)
     report = json.loads(out.read_text())
-    assert sorted(report["sizes"]) == ["b2s0", "u2s0", "u2s1"]
+    assert sorted(report["sizes"]) == ["b2s0", "b2t1000", "u2s0", "u2s1"]
     assert report["sizes"]["b2s0"]["wbits_per_layer"] == {"a": 1, "b": 4}
     assert report["sizes"]["b2s0"]["quantized_bits"] == 8 * 64 * 1 + 64 * 4 * 4
     assert report["sizes"]["u2s0"]["average_wbits"] == 2.0
-    uniform, search = sorted(report["table"], key=lambda r: r["config"], reverse=True)
+    uniform, search, search_1000 = sorted(report["table"], key=lambda r: r["config"], reverse=True)
     assert (uniform["config"], uniform["n"]) == ("uniform W2", 2)
     assert uniform["test_mean"] == pytest.approx(61.0) and uniform["test_std"] == pytest.approx(1.0)
-    assert search["config"] == "search B=2 (1,2,4)" and search["average_wbits"] == pytest.approx(
-        (512 + 1024) / (512 + 256))
+    assert search["config"] == "search B=2 (1,2,4) temperature_end=200"
+    assert search["average_wbits"] == pytest.approx((512 + 1024) / (512 + 256))
+    # A search's label gives the tau it ran at: two recipes of the same flags are two rows.
+    assert (search_1000["config"], search_1000["n"]) == ("search B=2 (1,2,4) temperature_end=1000", 1)
     assert (tmp_path / "p.png").stat().st_size > 0
     # The sizes outlive the run directories: a rerun without them keeps what was measured.
-    for name in ("u2s0", "u2s1", "b2s0"):
+    for name in ("u2s0", "u2s1", "b2s0", "b2t1000"):
         os.remove(tmp_path / name / "model.keras")
     bit_search.main(argv)
     assert json.loads(out.read_text())["sizes"] == report["sizes"]
