@@ -94,8 +94,8 @@ flags.DEFINE_enum(
 flags.DEFINE_float("temperature_start", None, f"Initial SLB temperature tau ({RECIPE}).")
 flags.DEFINE_float(
     "temperature_end", None,
-    "Final tau of the start/end form (default: the recipe; below the authors' budget 200 at 1-2 "
-    "bits, 1000 at 3+ bits).",
+    "Final tau of the start/end form (default: the recipe; below the authors' budget 200 at 1, 2 "
+    "and 4 bits, 1000 at other widths).",
 )
 flags.DEFINE_float(
     "temperature_speed", None,

@@ -130,9 +130,9 @@ def test_resnet18_recipe_tau_reaches_the_rebuttal_range():
 
 
 def test_short_budget_recipe_and_explicit_temperature_flags():
-    short = {w: training.resolve(training.Config(wbits=w, abits=w, epochs=6)) for w in (1, 2, 4)}
+    short = {w: training.resolve(training.Config(wbits=w, abits=w, epochs=6)) for w in (1, 2, 4, 8)}
     assert [(c.temperature_speed, c.temperature_end, c.temperature_end_fraction) for c in short.values()] == [
-        (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 1000.0, 0.6)
+        (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 1000.0, 0.6)
     ]
     assert {c.lr_schedule for c in short.values()} == {"cosine"}  # step at the authors' budget
     assert {(c.optimizer, c.lr, c.weight_decay) for c in short.values()} == {("adam", 1e-3, 0.0)}

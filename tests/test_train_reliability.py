@@ -23,7 +23,6 @@ import time
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import input_pipeline
 import train

@@ -118,11 +118,13 @@ def check_search(config):
 
 def recipe_wbits(config):
     """The width whose temperature recipe a run takes: its --wbits; for a search, the widest
-    candidate within the budget (1,2,4 under 2 bits: 2's tau end of 200, not 4's 1000).
+    candidate within the budget (2,4,8 under 7.5 bits: 4's short-budget tau end of 200, not
+    8's 1000).
 
-    Measured (ResNet-20 A2, CIFAR-10, 4 epochs, seed 0, a 2-bit budget): with 4's tau end the
-    fixed widths reached 62.91% (their epochs at tau 1000, every weight frozen: flip rate 2e-4
-    in the last epoch), with 2's 65.36% (uniform W2: 64.53 +- 0.47 over 3 seeds).
+    Measured when 4 bits' short-budget recipe still ended at tau 1000 (ResNet-20 A2, CIFAR-10,
+    4 epochs, seed 0, 1,2,4 under 2 bits): with 4's tau end the fixed widths reached 62.91%
+    (their epochs at tau 1000, every weight frozen: flip rate 2e-4 in the last epoch), with
+    2's 65.36% (uniform W2: 64.53 +- 0.47 over 3 seeds).
 
     Example:
 
