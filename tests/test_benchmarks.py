@@ -118,6 +118,8 @@ def test_soft_kernel_end_to_end(tmp_path):
         ("accuracy", ["--epochs=0"]),
         ("export_size", ["--runs=0"]),
         ("soft_kernel", ["--bits=9"]),
+        ("epoch_speed", ["--steps_per_epoch=0", "--data=."]),
+        ("epoch_speed", ["--data=/no/such/folder"]),
     ],
 )
 def test_bad_arguments_exit_2(name, argv, capsys):
@@ -144,10 +146,8 @@ def test_cifar10_config_parsing_and_grouping():
     assert row["mean"] == pytest.approx(0.6) and row["std"] == pytest.approx(0.1)
 
 
-def _tiny_cifar_tarball(tmp_path, classes=("cat", "dog"), per_class=10):
-    """A tarball laid out like ../shared/data/cifar10-train.tar.gz: top folder, class folders, JPEGs."""
-    import tarfile
-
+def _tiny_cifar_folder(tmp_path, classes=("cat", "dog"), per_class=10):
+    """Class folders of random 32x32 JPEGs, as the unpacked cifar10-train."""
     import tensorflow as tf
 
     top = tmp_path / "tiny-train"
@@ -157,6 +157,14 @@ def _tiny_cifar_tarball(tmp_path, classes=("cat", "dog"), per_class=10):
         for i in range(per_class):
             image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
             (top / name / f"{i:04d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    return top
+
+
+def _tiny_cifar_tarball(tmp_path, classes=("cat", "dog"), per_class=10):
+    """A tarball laid out like ../shared/data/cifar10-train.tar.gz: top folder, class folders, JPEGs."""
+    import tarfile
+
+    top = _tiny_cifar_folder(tmp_path, classes, per_class)
     tarball = tmp_path / "tiny-train.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(top, arcname=top.name)
@@ -251,3 +259,24 @@ def test_bit_search_pareto_table_measures_packed_sizes_once(tmp_path):
         os.remove(tmp_path / name / "model.keras")
     bit_search.main(argv)
     assert json.loads(out.read_text())["sizes"] == report["sizes"]
+
+
+@pytest.mark.slow
+def test_epoch_speed_times_train_py_and_a_plain_fit_and_reports_their_ratios(tmp_path, capsys):
+    """benchmarks/epoch_speed.py: train.py fp and SLB and the plain fit each run their epochs;
+    the ratios are those of the fastest epochs after the first."""
+    folder = _tiny_cifar_folder(tmp_path)
+    report = _report("epoch_speed", [f"--data={folder}", "--epochs=2", "--steps_per_epoch=2",
+                                     "--batch_size=4"], tmp_path)
+    (rnd,) = report["rounds"]
+    for name in ("fp", "slb", "plain_fit"):
+        assert len(rnd[name]["epoch_seconds"]) == 2 and min(rnd[name]["epoch_seconds"]) > 0
+        assert rnd[name]["wall_seconds"] > sum(rnd[name]["epoch_seconds"])
+    assert "--method=slb" in rnd["slb"]["command"] and "--wbits=1" in rnd["slb"]["command"]
+    assert "train.py" in rnd["fp"]["command"] and "--steps_per_epoch=2" in rnd["fp"]["command"]
+    ratios = report["summary"]["ratios"]
+    second = {name: rnd[name]["epoch_seconds"][1] for name in rnd}
+    assert ratios["slb/fp"]["median"] == pytest.approx(second["slb"] / second["fp"])
+    assert ratios["fp/plain_fit"]["median"] == pytest.approx(second["fp"] / second["plain_fit"])
+    assert report["summary"]["runs"]["fp"]["images_per_second"] == pytest.approx(8 / second["fp"])
+    assert "slb/fp:" in capsys.readouterr().out

@@ -1,0 +1,224 @@
+"""Whole-epoch speed of train.py on an image folder: SLB against fp, fp against a plain `fit`.
+
+Three runs per round, back to back, each in a fresh process:
+
+- `train.py --method=fp` and `train.py --method=slb --wbits=W --abits=A` on the folder
+  (`--steps_per_epoch` batches per epoch, no validation split): their whole epochs as
+  summary.json's `epoch_seconds` gives them (the training steps, BN calibration, SLB
+  metrics, TensorBoard: everything of the epoch but the history line and the backup
+  written after it);
+- "plain fit": the same fp network (`models.get_model`, the same normalization and block, train.py's
+  optimizer and schedule), compiled the same way, `model.fit(x, y)` on as many of the
+  folder's images as one epoch takes, decoded once into an in-memory array (no
+  augmentation, no callbacks): what a user gets without train.py.
+
+The report gives each run's epoch seconds, the fastest of epochs 2..E (epoch 1 holds the
+tracing; an SLB run without a validation split calibrates its BN statistics once, inside
+its last epoch) as images per second, and the ratios SLB / fp and fp / plain fit of the
+fastest epochs (the targets of issue #20: at most 1.15 and 1.05), with the load average
+before and after each run. Run it on an otherwise idle machine: a second job on the same
+cores changes the ratios.
+
+Example (ResNet-20, 100 batches of 100 images per epoch, 3 epochs):
+
+    tar xzf ../shared/data/cifar10-train.tar.gz -C /tmp/data
+    python benchmarks/epoch_speed.py --data=/tmp/data/cifar10-train \
+        --out=benchmarks/results/epoch_speed.json
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import _common  # noqa: E402
+
+RUNS = ("fp", "slb", "plain_fit")
+TARGETS = {"slb/fp": 1.15, "fp/plain_fit": 1.05}
+
+
+def train_py_argv(args, method, model_dir):
+    """The train.py command of one timed run."""
+    argv = [
+        sys.executable, os.path.join(ROOT, "train.py"), f"--model={args.model}", f"--method={method}",
+        f"--dataset={args.data}", f"--epochs={args.epochs}", f"--steps_per_epoch={args.steps_per_epoch}",
+        f"--batch_size={args.batch_size}", f"--seed={args.seed}", f"--model_dir={model_dir}",
+    ]
+    if method == "slb":
+        argv += [f"--wbits={args.wbits}", f"--abits={args.abits}"]
+    return argv
+
+
+def run_train_py(args, method, runs_dir):
+    """Runs train.py once; returns its epoch seconds and the process's wall time."""
+    model_dir = os.path.join(runs_dir, method)
+    argv = train_py_argv(args, method, model_dir)
+    start = time.perf_counter()
+    with open(model_dir + ".log", "w") as log:
+        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    wall = time.perf_counter() - start
+    with open(os.path.join(model_dir, "summary.json")) as file:
+        summary = json.load(file)
+    return {"epoch_seconds": summary["epoch_seconds"], "wall_seconds": wall,
+            "command": " ".join(shlex.quote(a) for a in ["python", *argv[1:]])}
+
+
+def folder_images(path, count, size):
+    """`count` images of the class folders at `path` (classes in turn), resized to `size`
+    as train.py does (rounded to uint8), and their labels."""
+    import tensorflow as tf
+
+    classes = sorted(name for name in os.listdir(path)
+                     if not name.startswith(".") and os.path.isdir(os.path.join(path, name)))
+    files = [sorted(f for f in os.listdir(os.path.join(path, name)) if not f.startswith("."))
+             for name in classes]
+    images, labels = [], []
+    for i in range(count):
+        label = i % len(classes)
+        name = files[label][(i // len(classes)) % len(files[label])]
+        image = tf.io.decode_image(tf.io.read_file(os.path.join(path, classes[label], name)),
+                                   channels=3, expand_animations=False)
+        if tuple(image.shape[:2]) != tuple(size):
+            image = tf.cast(tf.round(tf.image.resize(image, size)), tf.uint8)
+        images.append(image.numpy())
+        labels.append(label)
+    return np.stack(images), np.array(labels, dtype=np.int32)
+
+
+def plain_fit(args):
+    """The child process of the "plain fit" run: returns its epoch seconds."""
+    import keras
+
+    import input_pipeline
+    import models
+    from training.config import Config, resolve
+    from training.optimization import make_optimizer
+
+    keras.utils.set_random_seed(args.seed)
+    info = input_pipeline.get_dataset_info(args.data)  # train.py's size and normalization
+    x, y = folder_images(args.data, args.steps_per_epoch * args.batch_size, info.input_shape[:2])
+    x = x.astype("float32")
+    config = resolve(Config(model=args.model, method="fp", epochs=args.epochs, batch_size=args.batch_size,
+                            dataset=args.data))
+    model = models.get_model(args.model, method="fp", input_shape=info.input_shape, num_classes=info.num_classes,
+                             block=config.block, input_normalization=(info.channel_mean, info.channel_std))
+    model.compile(optimizer=make_optimizer(config, args.steps_per_epoch),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    seconds, start = [], []
+    clock = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: start.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - start[-1]),
+    )
+    model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, callbacks=[clock], verbose=0)
+    return {"epoch_seconds": seconds}
+
+
+def run_plain_fit(args):
+    """Runs the plain fit in a fresh process; returns its epoch seconds and wall time."""
+    argv = [sys.executable, os.path.abspath(__file__), "--child", f"--data={args.data}", f"--model={args.model}",
+            f"--epochs={args.epochs}", f"--steps_per_epoch={args.steps_per_epoch}",
+            f"--batch_size={args.batch_size}", f"--seed={args.seed}", "--out=-"]
+    start = time.perf_counter()
+    result = _common.run_child(argv)
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def fastest(record):
+    """The fastest epoch after the first (the first one traces), seconds."""
+    seconds = record["epoch_seconds"]
+    return min(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
+def summarize(rounds, images_per_epoch):
+    """Per run: fastest epoch and images/s (median over rounds); the ratios per round and median."""
+    runs = {}
+    for name in RUNS:
+        best = [fastest(r[name]) for r in rounds]
+        runs[name] = {"fastest_epoch_seconds": float(np.median(best)),
+                      "images_per_second": float(images_per_epoch / np.median(best))}
+    ratios = {}
+    for key in TARGETS:
+        top, bottom = key.split("/")
+        per_round = [fastest(r[top]) / fastest(r[bottom]) for r in rounds]
+        ratios[key] = {"per_round": per_round, "median": float(np.median(per_round)), "target": TARGETS[key]}
+    return {"runs": runs, "ratios": ratios}
+
+
+def print_report(report):
+    images = report["images_per_epoch"]
+    print(f"{report['model']}, {images} images per epoch, batch {report['batch_size']}, "
+          f"SLB W{report['wbits']}A{report['abits']}")
+    print(f"  {'run':10s} {'round':>5s} {'epochs (s)':32s} {'fastest':>8s} {'images/s':>9s} {'load':>11s}")
+    for i, rnd in enumerate(report["rounds"]):
+        for name in RUNS:
+            r = rnd[name]
+            epochs = " / ".join(f"{s:.1f}" for s in r["epoch_seconds"])
+            load = f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f}"
+            print(f"  {name:10s} {i:5d} {epochs:32s} {fastest(r):8.1f} {images / fastest(r):9.0f} {load:>11s}")
+    for key, ratio in report["summary"]["ratios"].items():
+        rounds = ", ".join(f"{x:.2f}" for x in ratio["per_round"])
+        print(f"  {key}: {ratio['median']:.2f} (rounds: {rounds}; target <= {ratio['target']})")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="a folder of class folders (the unpacked cifar10-train)")
+    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small"])
+    parser.add_argument("--wbits", type=int, default=1)
+    parser.add_argument("--abits", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps_per_epoch", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="the JSON report")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("epochs", "steps_per_epoch", "batch_size", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}={getattr(args, name)}: expected an integer >= 1")
+    if not os.path.isdir(args.data):
+        parser.error(f"--data={args.data}: not a folder (expected a folder of class folders)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        _common.report_to_parent(plain_fit(args))
+        return
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="epoch_speed_") as runs_root:
+        for i in range(args.rounds):
+            rnd = {}
+            for name in RUNS:
+                load_before = os.getloadavg()
+                if name == "plain_fit":
+                    rnd[name] = run_plain_fit(args)
+                else:
+                    runs_dir = os.path.join(runs_root, f"round{i}")
+                    os.makedirs(runs_dir, exist_ok=True)
+                    rnd[name] = run_train_py(args, name, runs_dir)
+                rnd[name].update(load_before=load_before, load_after=os.getloadavg())
+            rounds.append(rnd)
+    images = args.steps_per_epoch * args.batch_size
+    report = {"model": args.model, "wbits": args.wbits, "abits": args.abits, "epochs": args.epochs,
+              "batch_size": args.batch_size, "images_per_epoch": images, "data": args.data,
+              "rounds": rounds, "summary": summarize(rounds, images)}
+    _common.write_report(args.out, report)
+    print_report(report)
+
+
+if __name__ == "__main__":
+    main()
