@@ -280,3 +280,31 @@ def test_epoch_speed_times_train_py_and_a_plain_fit_and_reports_their_ratios(tmp
     assert ratios["fp/plain_fit"]["median"] == pytest.approx(second["fp"] / second["plain_fit"])
     assert report["summary"]["runs"]["fp"]["images_per_second"] == pytest.approx(8 / second["fp"])
     assert "slb/fp:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_calibration_steps_recalibrates_a_finished_run_per_number_of_batches(tmp_path, capsys):
+    """benchmarks/calibration_steps.py on a finished train.py SLB run: one record per number
+    of batches and order, the reference (most batches, first order) deviates by 0 from itself."""
+    import subprocess
+    import sys
+
+    folder = _tiny_cifar_folder(tmp_path)
+    model_dir = tmp_path / "run"
+    subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--model=resnet20", "--method=slb",
+                    f"--dataset={folder}", "--epochs=1", "--steps_per_epoch=2", "--batch_size=4",
+                    "--width_multiplier=0.25", f"--model_dir={model_dir}"], check=True, capture_output=True)
+    report = _report("calibration_steps", [f"--model_dir={model_dir}", "--steps=1,3", "--orders=2"], tmp_path)
+    assert [(r["steps"], r["order"]) for r in report["results"]] == [(3, 0), (1, 0), (3, 1), (1, 1)]
+    reference = report["results"][0]
+    assert reference["mean_deviation"] == 0.0 and reference["variance_deviation"] == 0.0
+    assert report["results"][1]["variance_deviation"] > 0.0  # fewer batches, other statistics
+    assert [(row["steps"], row["n"]) for row in report["table"]] == [(1, 2), (3, 2)]
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in report["results"])
+    assert "as saved" in capsys.readouterr().out
+
+
+def test_calibration_steps_refuses_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _script("calibration_steps").main([f"--model_dir={tmp_path}", f"--out={tmp_path / 'r.json'}"])
+    assert exit_info.value.code == 2 and "no model.keras" in capsys.readouterr().err
