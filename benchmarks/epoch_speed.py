@@ -8,9 +8,9 @@ Three runs per round, back to back, each in a fresh process:
   metrics, TensorBoard: everything of the epoch but the history line and the backup
   written after it);
 - "plain fit": the same fp network (`models.get_model`, the same normalization and block, train.py's
-  optimizer and schedule), compiled the same way, `model.fit(x, y)` on as many of the
-  folder's images as one epoch takes, decoded once into an in-memory array (no
-  augmentation, no callbacks): what a user gets without train.py.
+  optimizer and schedule), compiled the same way, `model.fit(x, y)` on as many of
+  train.py's training images as one epoch takes, read once by its pipeline into in-memory
+  arrays (no augmentation, no callbacks): what a user gets without train.py.
 
 The report gives each run's epoch seconds, the fastest of epochs 2..E (epoch 1 holds the
 tracing; an SLB run without a validation split calibrates its BN statistics once, inside
@@ -73,28 +73,6 @@ def run_train_py(args, method, runs_dir):
             "command": " ".join(shlex.quote(a) for a in ["python", *argv[1:]])}
 
 
-def folder_images(path, count, size):
-    """`count` images of the class folders at `path` (classes in turn), resized to `size`
-    as train.py does (rounded to uint8), and their labels."""
-    import tensorflow as tf
-
-    classes = sorted(name for name in os.listdir(path)
-                     if not name.startswith(".") and os.path.isdir(os.path.join(path, name)))
-    files = [sorted(f for f in os.listdir(os.path.join(path, name)) if not f.startswith("."))
-             for name in classes]
-    images, labels = [], []
-    for i in range(count):
-        label = i % len(classes)
-        name = files[label][(i // len(classes)) % len(files[label])]
-        image = tf.io.decode_image(tf.io.read_file(os.path.join(path, classes[label], name)),
-                                   channels=3, expand_animations=False)
-        if tuple(image.shape[:2]) != tuple(size):
-            image = tf.cast(tf.round(tf.image.resize(image, size)), tf.uint8)
-        images.append(image.numpy())
-        labels.append(label)
-    return np.stack(images), np.array(labels, dtype=np.int32)
-
-
 def plain_fit(args):
     """The child process of the "plain fit" run: returns its epoch seconds."""
     import keras
@@ -106,8 +84,9 @@ def plain_fit(args):
 
     keras.utils.set_random_seed(args.seed)
     info = input_pipeline.get_dataset_info(args.data)  # train.py's size and normalization
-    x, y = folder_images(args.data, args.steps_per_epoch * args.batch_size, info.input_shape[:2])
-    x = x.astype("float32")
+    batches = input_pipeline.build_dataset(args.data, "train", args.batch_size, seed=args.seed, augment=False,
+                                           steps_per_epoch=args.steps_per_epoch).take(args.steps_per_epoch)
+    x, y = (np.concatenate(parts) for parts in zip(*((b[0].numpy(), b[1].numpy()) for b in batches)))
     config = resolve(Config(model=args.model, method="fp", epochs=args.epochs, batch_size=args.batch_size,
                             dataset=args.data))
     model = models.get_model(args.model, method="fp", input_shape=info.input_shape, num_classes=info.num_classes,
@@ -201,14 +180,13 @@ def main(argv=None):
     rounds = []
     with tempfile.TemporaryDirectory(prefix="epoch_speed_") as runs_root:
         for i in range(args.rounds):
-            rnd = {}
+            rnd, runs_dir = {}, os.path.join(runs_root, f"round{i}")
+            os.makedirs(runs_dir)
             for name in RUNS:
                 load_before = os.getloadavg()
                 if name == "plain_fit":
                     rnd[name] = run_plain_fit(args)
                 else:
-                    runs_dir = os.path.join(runs_root, f"round{i}")
-                    os.makedirs(runs_dir, exist_ok=True)
                     rnd[name] = run_train_py(args, name, runs_dir)
                 rnd[name].update(load_before=load_before, load_after=os.getloadavg())
             rounds.append(rnd)
