@@ -3,8 +3,10 @@
 import json
 import os
 import resource
+import shlex
 import subprocess
 import threading
+import time
 
 _CHILD_TAG = "BENCHMARK_CHILD "
 
@@ -43,6 +45,25 @@ def run_child(cmd):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = [l for l in out.splitlines() if l.startswith(_CHILD_TAG)][-1]
     return json.loads(line[len(_CHILD_TAG):])
+
+
+def run_train_py(argv, model_dir, append=True):
+    """Runs one train.py command line, its output to `model_dir`.log.
+
+    `append` keeps the log of an earlier, interrupted try (the run resumes from its
+    backup). Returns train.py's summary.json, the process's wall seconds and the
+    command as one line a reader can paste (`python train.py ...`).
+    """
+    log_path = model_dir + ".log"
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, "a" if append else "w") as log:
+        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    wall = time.perf_counter() - start
+    with open(os.path.join(model_dir, "summary.json")) as file:
+        summary = json.load(file)
+    return summary, wall, " ".join(shlex.quote(a) for a in ["python", *argv[1:]])
 
 
 def write_report(path, report):

@@ -26,10 +26,7 @@ Example (the 4-epoch recipe check on a validation split, then the report alone):
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -128,15 +125,7 @@ def run_one(args, config, seed):
     """Runs one configuration (or resumes it); returns its record."""
     argv, model_dir = command(args, config, seed)
     load_before = os.getloadavg()
-    start = time.perf_counter()
-    log_path = model_dir + ".log"
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "a") as log:
-        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    wall = time.perf_counter() - start
-    with open(os.path.join(model_dir, "summary.json")) as file:
-        summary = json.load(file)
+    summary, wall, line = _common.run_train_py(argv, model_dir)
     history = summary.get("history") or []
     name, method, _, wbits, abits = config
     return {
@@ -153,7 +142,7 @@ def run_one(args, config, seed):
         "average_wbits": summary.get("average_wbits"),
         "wbits_per_layer": summary.get("wbits_per_layer"),
         "load_before": load_before, "load_after": os.getloadavg(),
-        "command": " ".join(shlex.quote(a) for a in ["python", *argv[1:]]),
+        "command": line,
         "config": summary.get("config"),
     }
 

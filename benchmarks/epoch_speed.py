@@ -27,10 +27,7 @@ Example (ResNet-20, 100 batches of 100 images per epoch, 3 epochs):
 """
 
 import argparse
-import json
 import os
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,15 +59,8 @@ def run_train_py(args, method, runs_dir):
     """Runs train.py once; returns its epoch seconds and the process's wall time."""
     model_dir = os.path.join(runs_dir, method)
     argv = train_py_argv(args, method, model_dir)
-    start = time.perf_counter()
-    with open(model_dir + ".log", "w") as log:
-        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    wall = time.perf_counter() - start
-    with open(os.path.join(model_dir, "summary.json")) as file:
-        summary = json.load(file)
-    return {"epoch_seconds": summary["epoch_seconds"], "wall_seconds": wall,
-            "command": " ".join(shlex.quote(a) for a in ["python", *argv[1:]])}
+    summary, wall, line = _common.run_train_py(argv, model_dir, append=False)
+    return {"epoch_seconds": summary["epoch_seconds"], "wall_seconds": wall, "command": line}
 
 
 def plain_fit(args):
