@@ -261,10 +261,32 @@ def test_bit_search_pareto_table_measures_packed_sizes_once(tmp_path):
     assert json.loads(out.read_text())["sizes"] == report["sizes"]
 
 
+def test_epoch_speed_compares_every_run_on_the_same_steady_epochs():
+    """Neither the first epoch (tracing) nor the last (SLB's one final calibration) counts, for
+    every run alike; what the last epoch adds is reported apart, and so is the end-of-epoch work."""
+    epoch_speed = _script("epoch_speed")
+    rnd = {
+        "fp": {"epoch_seconds": [30.0, 20.0, 22.0, 19.0], "train_seconds": [29.0, 19.0, 21.5, 18.0]},
+        "slb": {"epoch_seconds": [40.0, 24.0, 23.0, 35.0], "train_seconds": [38.0, 22.0, 21.0, 22.0]},
+        "plain_fit": {"epoch_seconds": [30.0, 25.0, 21.0, 10.0]},
+    }
+    summary = epoch_speed.summarize([rnd], images_per_epoch=1000)
+    # fp's fast last epoch (19 s) and the plain fit's (10 s) do not count: epochs 2-3 only.
+    assert summary["runs"]["fp"]["fastest_epoch_seconds"] == 20.0
+    assert summary["runs"]["plain_fit"]["fastest_epoch_seconds"] == 21.0
+    assert summary["ratios"]["slb/fp"]["median"] == pytest.approx(23.0 / 20.0)
+    assert summary["ratios"]["fp/plain_fit"]["median"] == pytest.approx(20.0 / 21.0)
+    assert summary["runs"]["slb"]["last_epoch_extra_seconds"] == pytest.approx(35.0 - 23.5)
+    assert summary["runs"]["slb"]["end_of_epoch_seconds"] == pytest.approx(2.0)
+    assert summary["runs"]["fp"]["end_of_epoch_seconds"] == pytest.approx(0.5)
+    assert "end_of_epoch_seconds" not in summary["runs"]["plain_fit"]
+    assert summary["runs"]["fp"]["images_per_second"] == pytest.approx(50.0)
+
+
 @pytest.mark.slow
 def test_epoch_speed_times_train_py_and_a_plain_fit_and_reports_their_ratios(tmp_path, capsys):
     """benchmarks/epoch_speed.py: train.py fp and SLB and the plain fit each run their epochs;
-    the ratios are those of the fastest epochs after the first."""
+    with two epochs the ratios are those of the second epochs (the first one traces)."""
     folder = _tiny_cifar_folder(tmp_path)
     report = _report("epoch_speed", [f"--data={folder}", "--epochs=2", "--steps_per_epoch=2",
                                      "--batch_size=4"], tmp_path)
