@@ -60,7 +60,7 @@ def train_py_argv(args, method, model_dir):
 
 
 def run_train_py(args, method, runs_dir):
-    """Runs train.py once; returns its epoch seconds and the process's wall time."""
+    """Runs train.py once; returns its epoch and training-step seconds, the wall time, the command."""
     model_dir = os.path.join(runs_dir, method)
     argv = train_py_argv(args, method, model_dir)
     summary, wall, line = _common.run_train_py(argv, model_dir, append=False)
