@@ -134,7 +134,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    load_before = os.getloadavg()
     report = measure(args)
+    report.update(load_before=load_before, load_after=os.getloadavg())
     report["table"] = table(report["results"])
     _common.write_report(args.out, report)
     print_table(report)

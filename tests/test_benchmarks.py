@@ -323,6 +323,7 @@ def test_calibration_steps_recalibrates_a_finished_run_per_number_of_batches(tmp
     assert report["results"][1]["variance_deviation"] > 0.0  # fewer batches, other statistics
     assert [(row["steps"], row["n"]) for row in report["table"]] == [(1, 2), (3, 2)]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in report["results"])
+    assert len(report["load_before"]) == 3 and len(report["load_after"]) == 3  # the load it ran under
     assert "as saved" in capsys.readouterr().out
 
 
