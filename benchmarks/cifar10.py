@@ -180,11 +180,14 @@ def print_table(records):
         rows = table(records, metric)
         if not rows:
             continue
+        # Columns as wide as their longest entry (a bit search's variant and W list are long).
+        wide = max([len("variant")] + [len(r["variant"]) for r in rows])
+        was = [f"{r['wbits']}/{r['abits']}" for r in rows]
+        wa_wide = max([len("W/A")] + [len(wa) for wa in was])
         print(f"\n{metric} (%, mean +- std over seeds; hard network after BN calibration):")
-        print(f"  {'model':9s} {'variant':32s} {'W/A':6s} {'epochs':>6s} {'n':>2s} {'mean':>6s} {'std':>5s} {'s/epoch':>8s} {'wall s':>7s}")
-        for r in rows:
-            wa = f"{r['wbits']}/{r['abits']}"
-            print(f"  {r['model']:9s} {r['variant']:32s} {wa:6s} {r['epochs']:6d} {r['n']:2d} "
+        print(f"  {'model':9s} {'variant':{wide}s} {'W/A':{wa_wide}s} {'epochs':>6s} {'n':>2s} {'mean':>6s} {'std':>5s} {'s/epoch':>8s} {'wall s':>7s}")
+        for r, wa in zip(rows, was):
+            print(f"  {r['model']:9s} {r['variant']:{wide}s} {wa:{wa_wide}s} {r['epochs']:6d} {r['n']:2d} "
                   f"{100 * r['mean']:6.2f} {100 * r['std']:5.2f} {r['seconds_per_epoch']:8.1f} {r['wall_seconds']:7.0f}")
 
 
