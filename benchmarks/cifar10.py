@@ -6,7 +6,8 @@ under `--runs_dir`. After every run the JSON report (`--out`) is rewritten atomi
 with that run's record: the command, the hard test accuracy (the images every 5th of
 each class folder holds apart: they neither train nor choose anything), the final
 val_accuracy when `--validation_split` > 0 (what recipes are chosen on), the wall time,
-train.py's seconds per epoch and the load average before and after. A rerun skips the
+train.py's seconds per epoch, the per-epoch history (train and val accuracy,
+temperature, SLB's flip rate and sharpness) and the load average before and after. A rerun skips the
 records the report already holds and train.py resumes a killed run from its backup,
 so a long grid can be stopped and continued.
 
@@ -121,6 +122,21 @@ def command(args, config, seed):
     return argv, model_dir
 
 
+# The per-epoch values kept in a record's "history" (train.py's summary.json has more).
+HISTORY_KEYS = ("accuracy", "val_accuracy", "temperature", "slb_flip_rate", "slb_max_prob", "epoch_seconds")
+
+
+def epoch_history(history):
+    """train.py's per-epoch history reduced to `HISTORY_KEYS` (the keys an epoch has).
+
+    Example:
+
+    >>> epoch_history([{"accuracy": 0.5, "loss": 1.2, "temperature": 0.01}])
+    [{'accuracy': 0.5, 'temperature': 0.01}]
+    """
+    return [{key: epoch[key] for key in HISTORY_KEYS if epoch.get(key) is not None} for epoch in history]
+
+
 def run_one(args, config, seed):
     """Runs one configuration (or resumes it); returns its record."""
     argv, model_dir = command(args, config, seed)
@@ -142,6 +158,7 @@ def run_one(args, config, seed):
         "average_wbits": summary.get("average_wbits"),
         "wbits_per_layer": summary.get("wbits_per_layer"),
         "load_before": load_before, "load_after": os.getloadavg(),
+        "history": epoch_history(history),
         "command": line,
         "config": summary.get("config"),
     }

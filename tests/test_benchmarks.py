@@ -191,6 +191,9 @@ def test_gpu_cifar10_script_on_cpu_with_a_tiny_budget(tmp_path):
         assert (record["split_sizes"]["train"], record["split_sizes"]["test"]) == (16, 4)
         assert 0.0 <= record["test_accuracy"] <= 1.0 and record["wall_seconds"] > 0
         assert "train.py" in record["command"] and "--steps_per_epoch=1" in record["command"]
+        (epoch,) = record["history"]  # one epoch, its values as train.py's summary.json has them
+        assert 0.0 <= epoch["accuracy"] <= 1.0 and epoch["epoch_seconds"] > 0
+        assert ("temperature" in epoch) == (record["method"] == "slb")
     assert "test_accuracy (%" in first.stdout
     second = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-2000:]
