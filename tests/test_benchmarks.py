@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on tiny settings and report consistent figures."""
 
+import doctest
 import importlib.util
 import json
 import os
@@ -144,6 +145,18 @@ def test_cifar10_config_parsing_and_grouping():
     (row,) = cifar10.table(records, "test_accuracy")
     assert (row["n"], row["seeds"]) == (2, [0, 1])
     assert row["mean"] == pytest.approx(0.6) and row["std"] == pytest.approx(0.1)
+
+
+def test_cifar10_record_history_keeps_the_per_epoch_values_an_epoch_has():
+    cifar10 = _script("cifar10")
+    history = [{"epoch": 0, "accuracy": 0.4, "loss": 1.5, "val_accuracy": 0.35, "temperature": 0.01,
+                "slb_flip_rate": 0.1, "slb_max_prob": 0.5, "epoch_seconds": 3.0},
+               {"epoch": 1, "accuracy": 0.6, "loss": 1.0, "epoch_seconds": 2.5}]  # fp: no tau, no val
+    kept = cifar10.epoch_history(history)
+    assert kept[0] == {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
+    assert kept[1] == {"accuracy": 0.6, "epoch_seconds": 2.5}
+    result = doctest.testmod(cifar10, optionflags=doctest.ELLIPSIS)  # setup.cfg collects none in benchmarks/
+    assert result.attempted >= 4 and result.failed == 0
 
 
 def _tiny_cifar_folder(tmp_path, classes=("cat", "dog"), per_class=10):
