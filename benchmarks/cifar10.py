@@ -7,9 +7,9 @@ with that run's record: the command, the hard test accuracy (the images every 5t
 each class folder holds apart: they neither train nor choose anything), the final
 val_accuracy when `--validation_split` > 0 (what recipes are chosen on), the wall time,
 train.py's seconds per epoch, the per-epoch history (train and val accuracy,
-temperature, SLB's flip rate and sharpness) and the load average before and after. A rerun skips the
-records the report already holds and train.py resumes a killed run from its backup,
-so a long grid can be stopped and continued.
+temperature, SLB's flip rate and sharpness) and the load average before and after. A
+rerun skips the records the report already holds and train.py resumes a killed run from
+its backup, so a long grid can be stopped and continued.
 
 Configurations (`--configs`): `VARIANT` or `VARIANT:W/A`, VARIANT one of
 `benchmarks.accuracy.VARIANTS` (fp, ste, ste_adam, ste_sgd, slb and its one-change

@@ -155,7 +155,11 @@ def test_cifar10_record_history_keeps_the_per_epoch_values_an_epoch_has():
     kept = cifar10.epoch_history(history)
     assert kept[0] == {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
     assert kept[1] == {"accuracy": 0.6, "epoch_seconds": 2.5}
-    result = doctest.testmod(cifar10, optionflags=doctest.ELLIPSIS)  # setup.cfg collects none in benchmarks/
+
+
+def test_cifar10_docstring_examples():
+    # setup.cfg collects doctests under tests/ and src/slb_keras/ only; run cifar10.py's here.
+    result = doctest.testmod(_script("cifar10"), optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 4 and result.failed == 0
 
 
