@@ -48,7 +48,7 @@ flags.DEFINE_float(
 flags.DEFINE_enum("activation_quantizer", None, ["dorefa", "pact"], f"For abits 2..8 ({RECIPE}).")
 flags.DEFINE_enum(
     "block", None, ["conv", "convprelubn", "standard", "bireal"],
-    "Block type: vgg_small conv; resnet20 convprelubn | standard; resnet18 bireal | standard "
+    "Block type: vgg_small conv; resnet20 convprelubn | standard | bireal; resnet18 bireal | standard "
     "(default: the authors' network, the first of each).",
 )
 flags.DEFINE_enum(

@@ -1,10 +1,10 @@
 """The paper's networks, each trainable with SLB, the STE baseline or in full precision.
 
-| name        | network                      | default input  | paper's data | blocks (default first) |
-|-------------|------------------------------|----------------|--------------|------------------------|
-| "vgg_small" | VGG-Small (LQ-Nets), 4.66M   | 32x32x3, 10    | CIFAR-10     | conv                   |
-| "resnet20"  | ResNet-20 (16/32/64), 0.27M  | 32x32x3, 10    | CIFAR-10     | convprelubn, standard  |
-| "resnet18"  | ResNet-18, 11.7M             | 224x224x3, 1000| ImageNet     | bireal, standard       |
+| name        | network                      | default input  | paper's data | blocks (default first)        |
+|-------------|------------------------------|----------------|--------------|-------------------------------|
+| "vgg_small" | VGG-Small (LQ-Nets), 4.66M   | 32x32x3, 10    | CIFAR-10     | conv                          |
+| "resnet20"  | ResNet-20 (16/32/64), 0.27M  | 32x32x3, 10    | CIFAR-10     | convprelubn, standard, bireal |
+| "resnet18"  | ResNet-18, 11.7M             | 224x224x3, 1000| ImageNet     | bireal, standard              |
 
 Every builder is keyword-only and takes `method` ("slb" | "ste" | "fp"), `wbits`,
 `abits`, `input_shape`, `num_classes`, `width_multiplier`, `activation_quantizer`,

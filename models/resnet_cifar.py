@@ -12,18 +12,25 @@ types (`block=`):
 - "standard": He et al.'s post-activation block, conv -> BN -> ReLU -> conv -> BN, add,
   ReLU (the ReLU before a 1-bit sign quantizer is left out: the sign is the
   nonlinearity).
+- "bireal": Liu et al. 2018's Bi-Real units, the blocks of the authors' ResNet-18
+  (`models.resnet_imagenet`) on ResNet-20's stages: an identity shortcut around EVERY
+  3x3 conv (conv -> PReLU -> BN, then the addition), so the real-valued signal reaches
+  every binary conv's output; where a unit changes shape the shortcut is 2x2 average
+  pooling, a full-precision 1x1 conv and BN. Not the authors' CIFAR network: a
+  stronger 1-bit baseline many binary-network papers use on CIFAR-10.
 
-**Decision** (both types): where a block changes shape, the shortcut is a 1x1 strided
-conv + BN (option B), quantized like every other inner conv: the paper keeps only the
-first conv and the last dense layer in full precision, and ResNet-20's two shortcut
-convs hold 2.6% of its weights.
+**Decision** (convprelubn and standard): where a block changes shape, the shortcut is a
+1x1 strided conv + BN (option B), quantized like every other inner conv: the paper
+keeps only the first conv and the last dense layer in full precision, and ResNet-20's
+two shortcut convs hold 2.6% of its weights. Bi-Real keeps its downsampling shortcuts
+real-valued, as Bi-Real Net does (the shortcuts carry the real-valued information).
 """
 
 import keras
 
 from models import method as method_lib
 
-BLOCKS = ("convprelubn", "standard")
+BLOCKS = ("convprelubn", "standard", "bireal")
 STAGE_FILTERS = (16, 32, 64)
 STAGE_STRIDES = (1, 2, 2)
 BLOCKS_PER_STAGE = 3
@@ -75,6 +82,36 @@ def apply_convprelubn_block(x, m, filters, *, stride, name, feeds_quantized=True
     y = m.prelu(y, name=f"{name}_prelu2")
     y = m.batch_norm(name=f"{name}_bn2")(y)
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def apply_bireal_unit(x, m, filters, *, stride, name):
+    """One Bi-Real unit: conv(3x3) -> PReLU -> BN, plus an identity (or downsampling) shortcut.
+
+    The downsampling shortcut (where the stride or the channels change) is 2x2 average
+    pooling, a full-precision 1x1 conv and BN, as in Bi-Real Net. Arguments as
+    `apply_basic_block`'s, less `feeds_quantized`.
+    """
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        if stride != 1:
+            shortcut = keras.layers.AveragePooling2D(stride, name=f"{name}_down_pool")(shortcut)
+        shortcut = m.conv2d(filters, 1, name=f"{name}_down_conv", quantized=False)(shortcut)
+        shortcut = m.batch_norm(name=f"{name}_down_bn", after_quantized=False)(shortcut)
+    y = m.conv2d(filters, 3, strides=stride, name=f"{name}_conv")(x)
+    y = m.prelu(y, name=f"{name}_prelu")
+    y = m.batch_norm(name=f"{name}_bn")(y)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def apply_bireal_block(x, m, filters, *, stride, name, feeds_quantized=True):
+    """Two Bi-Real units (a ResNet basic block with a shortcut around each conv).
+
+    Same arguments as `apply_basic_block` (`feeds_quantized` is unused: no activation
+    follows the additions).
+    """
+    del feeds_quantized
+    x = apply_bireal_unit(x, m, filters, stride=stride, name=f"{name}_unit1")
+    return apply_bireal_unit(x, m, filters, stride=1, name=f"{name}_unit2")
 
 
 def apply_stem_norm(x, m, *, prelu):
@@ -130,8 +167,8 @@ def resnet20(
         width_multiplier: scales every conv's filters (1.0 = 16/32/64).
         activation_quantizer: "pact" (default, the paper's ResNet recipe) or
             "dorefa", for abits 2..8.
-        block: "convprelubn" (default, the authors') or "standard" (see the
-            module docstring).
+        block: "convprelubn" (default, the authors'), "standard" or "bireal" (see
+            the module docstring).
         sbn: state batch normalization after the SLB convs (method "slb").
         sync_bn: synchronize batch statistics across replicas.
         ste_clip: for method "ste", clip the latent weights to [-1, 1].
@@ -158,6 +195,9 @@ def resnet20(
     20
     >>> [layer.name for layer in model.layers[4:7]]
     ['stage1_block1_conv1', 'stage1_block1_prelu1', 'stage1_block1_bn1']
+    >>> bireal = resnet20(method="slb", wbits=1, abits=1, block="bireal")
+    >>> len(slb_keras.slb_layers(bireal))  # the 18 3x3 convs; shortcuts are real-valued
+    18
     """
     m = method_lib.Method(
         method=method,
@@ -176,8 +216,12 @@ def resnet20(
 
     inputs, x = method_lib.model_input(input_shape, input_normalization)
     x = m.conv2d(filters[0], 3, name="stem_conv", quantized=False)(x)
-    x = apply_stem_norm(x, m, prelu=block == "convprelubn")
-    apply_block = apply_convprelubn_block if block == "convprelubn" else apply_basic_block
+    x = apply_stem_norm(x, m, prelu=block != "standard")
+    apply_block = {
+        "convprelubn": apply_convprelubn_block,
+        "standard": apply_basic_block,
+        "bireal": apply_bireal_block,
+    }[block]
     x = apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = m.dense(num_classes, name="fc", quantized=False, dtype="float32")(x)

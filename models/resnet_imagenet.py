@@ -10,7 +10,8 @@ classifier. Two block types (`block=`):
   shortcut is Bi-Real's real-valued downsampling: 2x2 average pooling, a
   full-precision 1x1 conv and BN (these 3 convs hold 1.5% of the weights; Bi-Real Net
   keeps them real-valued because the shortcuts carry the real-valued information the
-  binary convs lose). The stem is conv -> PReLU -> BN -> max pooling.
+  binary convs lose; the units are `models.resnet_cifar.apply_bireal_unit`, which
+  ResNet-20 offers too). The stem is conv -> PReLU -> BN -> max pooling.
 - "standard": the basic blocks of `models.resnet_cifar` (conv-BN-ReLU-conv-BN + a
   shortcut around the pair, ReLU), whose projection shortcuts (1x1 strided conv + BN)
   are quantized like the other inner convs.
@@ -25,27 +26,6 @@ BLOCKS = ("bireal", "standard")
 STAGE_FILTERS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = 2
-
-
-def apply_bireal_unit(x, m, filters, *, stride, name):
-    """One Bi-Real unit: conv(3x3) -> PReLU -> BN, plus an identity (or downsampling) shortcut."""
-    shortcut = x
-    if stride != 1 or x.shape[-1] != filters:
-        if stride != 1:
-            shortcut = keras.layers.AveragePooling2D(stride, name=f"{name}_down_pool")(shortcut)
-        shortcut = m.conv2d(filters, 1, name=f"{name}_down_conv", quantized=False)(shortcut)
-        shortcut = m.batch_norm(name=f"{name}_down_bn", after_quantized=False)(shortcut)
-    y = m.conv2d(filters, 3, strides=stride, name=f"{name}_conv")(x)
-    y = m.prelu(y, name=f"{name}_prelu")
-    y = m.batch_norm(name=f"{name}_bn")(y)
-    return keras.layers.Add(name=f"{name}_add")([shortcut, y])
-
-
-def apply_bireal_block(x, m, filters, *, stride, name, feeds_quantized=True):
-    """Two Bi-Real units (a ResNet basic block with a shortcut around each conv)."""
-    del feeds_quantized  # no activation follows the additions
-    x = apply_bireal_unit(x, m, filters, stride=stride, name=f"{name}_unit1")
-    return apply_bireal_unit(x, m, filters, stride=1, name=f"{name}_unit2")
 
 
 def resnet18(
@@ -124,7 +104,7 @@ def resnet18(
     inputs, x = method_lib.model_input(input_shape, input_normalization)
     x = m.conv2d(filters[0], 7, strides=2, name="stem_conv", quantized=False)(x)
     x = resnet_cifar.apply_stem_norm(x, m, prelu=block == "bireal")
-    apply_block = apply_bireal_block if block == "bireal" else resnet_cifar.apply_basic_block
+    apply_block = resnet_cifar.apply_bireal_block if block == "bireal" else resnet_cifar.apply_basic_block
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     x = resnet_cifar.apply_stages(x, m, filters, STAGE_STRIDES, BLOCKS_PER_STAGE, apply_block)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

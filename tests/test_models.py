@@ -339,7 +339,32 @@ def test_resnet18_bireal_has_a_shortcut_around_every_3x3_conv():
     assert len(slb_keras.slb_layers(standard)) == 19  # 16 + 3 quantized projection shortcuts
 
 
-@pytest.mark.parametrize("name, bad", [("resnet20", "bireal"), ("resnet18", "convprelubn"), ("vgg_small", "standard")])
+def test_resnet20_bireal_has_a_real_valued_shortcut_around_every_3x3_conv():
+    model = models.get_model("resnet20", method="slb", wbits=1, abits=1, block="bireal", width_multiplier=0.25)
+    slb_layers = slb_keras.slb_layers(model)
+    assert len(slb_layers) == 18 and all(layer.kernel_size == (3, 3) for layer in slb_layers)
+    assert len([layer for layer in model.layers if isinstance(layer, keras.layers.Add)]) == 18
+    assert _layer_types(model, "stem_") == ["Conv2D", "PReLU", "BatchNormalization"]
+    assert _layer_types(model, "stage1_block1_unit1_") == ["SLBConv2D", "PReLU", "StateBatchNormalization", "Add"]
+    assert _layer_types(model, "stage3_block1_unit1_") == [
+        "AveragePooling2D", "SLBConv2D", "Conv2D", "PReLU", "BatchNormalization",
+        "StateBatchNormalization", "Add",
+    ]
+    down = model.get_layer("stage2_block1_unit1_down_conv")  # real-valued downsampling
+    assert type(down) is keras.layers.Conv2D and down.kernel_size == (1, 1) and down.strides == (1, 1)
+    # the unit's output is the shortcut plus the binary conv's branch: zeroing the branch's BN
+    # scale and offset leaves exactly the identity shortcut
+    unit = keras.Model(model.input, model.get_layer("stage1_block2_unit1_add").output)
+    before = keras.Model(model.input, model.get_layer("stage1_block1_unit2_add").output)
+    bn = model.get_layer("stage1_block2_unit1_bn")
+    for variable in bn.trainable_variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    x = _images(model, batch=2)
+    np.testing.assert_allclose(unit(x, training=False), before(x, training=False), rtol=1e-6, atol=1e-6)
+    assert model(x, training=True).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name, bad", [("resnet20", "conv"), ("resnet18", "convprelubn"), ("vgg_small", "standard")])
 def test_builders_refuse_a_block_of_another_network(name, bad):
     with pytest.raises(ValueError, match=f"block='{bad}': expected one of {', '.join(models.BLOCKS[name])}"):
         models.get_model(name, block=bad)

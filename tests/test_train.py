@@ -152,8 +152,8 @@ def test_short_budget_recipe_and_explicit_temperature_flags():
     assert (ends.temperature_speed, ends.temperature_end, ends.temperature_end_fraction) == (None, 50.0, 0.9)
     with pytest.raises(training.UsageError, match="--temperature_speed=1.1: expected no --temperature_end"):
         training.resolve(training.Config(temperature_speed=1.1, temperature_end=5.0))
-    with pytest.raises(training.UsageError, match="--block=bireal: expected one of convprelubn, standard"):
-        training.resolve(training.Config(model="resnet20", block="bireal"))
+    with pytest.raises(training.UsageError, match="--block=conv: expected one of convprelubn, standard, bireal"):
+        training.resolve(training.Config(model="resnet20", block="conv"))
     with pytest.raises(training.UsageError, match="--hard_epochs=3: expected an integer from 0 to 2"):
         training.resolve(training.Config(epochs=6, hard_epochs=3))
     ste = training.resolve(training.Config(method="ste", wbits=1))
