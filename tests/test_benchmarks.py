@@ -4,6 +4,7 @@ import doctest
 import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -197,7 +198,8 @@ def test_gpu_cifar10_script_on_cpu_with_a_tiny_budget(tmp_path):
     tarball = _tiny_cifar_tarball(tmp_path)
     out = tmp_path / "gpu"
     env = {**os.environ, "TARBALL": str(tarball), "OUT": str(out), "EPOCHS": "1",
-           "STEPS_PER_EPOCH": "1", "BATCH_SIZE": "4"}
+           "STEPS_PER_EPOCH": "1", "BATCH_SIZE": "4",
+           "PYTHON": sys.executable}  # this interpreter, with or without an activated venv
     script = os.path.join(ROOT, "benchmarks", "gpu_cifar10.sh")
     first = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
