@@ -10,8 +10,10 @@ Variants (`--variants`, `VARIANTS`): "slb" and "ste" are the recipes of
 `training.recipes` (what train.py runs); "slb_old" is the schedule and optimizer
 before the authors' recipes (SGD, tau 0.01 -> 10 ending at 90%, cosine lr, decoupled
 weight decay, standard ResNet blocks); the STE grid is "ste_adam" (Adam 1e-3, no
-weight decay) and "ste_sgd" (the model recipe's SGD); the "slb_*" names are one-change
-ablations of the SLB recipe.
+weight decay), "ste_adam_2e-3" (Adam 2e-3: the short-budget recipe since session 37,
+named so that it stays what it is) and "ste_sgd" (the model recipe's SGD); the "slb_*"
+names are one-change ablations of the SLB recipe ("slb_adam": Adam 1e-3, the short-budget
+recipe until session 37).
 
 Example:
 
@@ -39,6 +41,7 @@ VARIANTS = {
     "ste": ("ste", {}),
     "ste_adam": ("ste", {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
     "ste_sgd": ("ste", {"optimizer": "sgd"}),  # the model recipe's SGD (VGG-Small: 0.02, 5e-4)
+    "ste_adam_2e-3": ("ste", {"optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0}),
     "slb": ("slb", {}),
     "slb_old": ("slb", {
         "temperature_end": 10.0, "temperature_end_fraction": 0.9, "lr_schedule": "cosine",
@@ -56,6 +59,7 @@ VARIANTS = {
     "ste_standard": ("ste", {"block": "standard"}),
     "slb_quadratic": ("slb", {"logits_init": "quadratic"}),
     "slb_adam": ("slb", {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
+    "slb_adam_2e-3": ("slb", {"optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0}),
     "slb_sgd": ("slb", {"optimizer": "sgd"}),  # the CIFAR recipe's SGD (lr 0.02, coupled 5e-4)
 }
 

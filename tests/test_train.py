@@ -135,9 +135,15 @@ def test_short_budget_recipe_and_explicit_temperature_flags():
         (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 200.0, 0.6), (None, 1000.0, 0.6)
     ]
     assert {c.lr_schedule for c in short.values()} == {"cosine"}  # step at the authors' budget
-    assert {(c.optimizer, c.lr, c.weight_decay) for c in short.values()} == {("adam", 1e-3, 0.0)}
+    assert {(c.optimizer, c.lr, c.weight_decay) for c in short.values()} == {("adam", 2e-3, 0.0)}
     ste = training.resolve(training.Config(method="ste", epochs=6))
-    assert (ste.optimizer, ste.lr, ste.weight_decay, ste.lr_schedule) == ("adam", 1e-3, 0.0, "cosine")
+    assert (ste.optimizer, ste.lr, ste.weight_decay, ste.lr_schedule) == ("adam", 2e-3, 0.0, "cosine")
+    explicit = training.resolve(training.Config(epochs=6, optimizer="adam"))  # the same optimizer: the same lr
+    assert (explicit.lr, explicit.weight_decay) == (2e-3, 0.0)
+    fp_adam = training.resolve(training.Config(method="fp", epochs=6, optimizer="adam"))  # Adam's own default
+    assert (fp_adam.lr, fp_adam.weight_decay) == (1e-3, 0.0)
+    imagenet = training.resolve(training.Config(model="resnet18", epochs=6))  # Adam already: the authors' lr
+    assert (imagenet.optimizer, imagenet.lr, imagenet.lr_schedule) == ("adam", 1e-3, "cosine")
     fp = training.resolve(training.Config(method="fp", epochs=6))
     assert (fp.optimizer, fp.lr, fp.weight_decay, fp.lr_schedule) == ("sgd", 0.02, 5e-4, "cosine")
     sgd = training.resolve(training.Config(epochs=6, optimizer="sgd"))  # the recipe's own lr and decay

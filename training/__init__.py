@@ -49,7 +49,7 @@ Example:
 0.1
 >>> config = training.resolve(training.Config(model="resnet20", epochs=3))  # a short budget
 >>> config.optimizer, config.lr, config.temperature_end
-('adam', 0.001, 200.0)
+('adam', 0.002, 200.0)
 """
 
 from training.config import (

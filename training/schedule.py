@@ -24,7 +24,7 @@ def describe(config):
 
     >>> from training.config import Config, resolve
     >>> print(describe(resolve(Config(dataset="digits", epochs=6))))
-    vgg_small (conv blocks), slb W1/A1 (sign inputs), digits, 6 epochs, batch 100: adam lr 0.001 cosine, weight decay 0 (coupled); tau 0.01 -> 200 (exp) over 30%-60% of training [short-budget recipe: below the authors' 400 epochs]
+    vgg_small (conv blocks), slb W1/A1 (sign inputs), digits, 6 epochs, batch 100: adam lr 0.002 cosine, weight decay 0 (coupled); tau 0.01 -> 200 (exp) over 30%-60% of training [short-budget recipe: below the authors' 400 epochs]
     """
     alias = _input_alias(config)
     inputs = {None: "float", "ste_sign": "sign"}.get(alias, alias) + " inputs"
