@@ -283,6 +283,37 @@ def test_bit_search_pareto_table_measures_packed_sizes_once(tmp_path):
     assert json.loads(out.read_text())["sizes"] == report["sizes"]
 
 
+def test_cifar10_curve_averages_seeds_per_budget_and_keeps_series_apart(tmp_path):
+    """One point per budget (the mean over seeds, the std as error bar); two lr series of one
+    method stay two lines; other models and W/A are not drawn."""
+    cifar10_plot = _script("cifar10_plot")
+
+    def record(variant, epochs, seed, acc, model="resnet20", wbits=1):
+        method = variant.split("+")[0]
+        return {"model": model, "variant": variant, "method": method, "wbits": 32 if method == "fp" else wbits,
+                "abits": 32 if method == "fp" else 1, "epochs": epochs, "seed": seed,
+                "validation_split": 0.125, "test_accuracy": acc, "val_accuracy": acc,
+                "seconds_per_epoch": 1.0, "wall_seconds": 1.0}
+
+    records = [
+        record("slb", 4, 0, 0.56), record("slb", 4, 1, 0.58), record("slb", 32, 0, 0.76),
+        record("slb+lr=0.001", 4, 0, 0.54), record("slb+lr=0.001", 8, 0, 0.62),
+        record("fp", 4, 0, 0.71), record("ste", 4, 0, 0.52),
+        record("slb", 4, 0, 0.99, model="vgg_small"), record("slb", 4, 0, 0.99, wbits=2),
+    ]
+    (tmp_path / "cifar10.json").write_text(json.dumps({"records": records}))
+    out = tmp_path / "curve.png"
+    cifar10_plot.main([f"--json={tmp_path / 'cifar10.json'}", f"--out={out}"])
+    assert out.stat().st_size > 0 and not os.path.exists(str(out) + ".tmp.png")
+    points = cifar10_plot.plot(records, cifar10_plot._series("fp,slb:1/1,slb+lr=0.001:1/1,ste:2/2"),
+                               "test_accuracy", str(tmp_path / "p.png"))
+    assert sorted(points) == ["fp", "slb W1/A1", "slb+lr=0.001 W1/A1"]  # nothing for STE W2/A2
+    (e4, mean4, std4, n4), (e32, mean32, _, n32) = points["slb W1/A1"]
+    assert (e4, n4, e32, n32) == (4, 2, 32, 1)
+    assert (mean4, std4, mean32) == (pytest.approx(57.0), pytest.approx(1.0), pytest.approx(76.0))
+    assert [p[:2] for p in points["slb+lr=0.001 W1/A1"]] == [(4, pytest.approx(54.0)), (8, pytest.approx(62.0))]
+
+
 def test_epoch_speed_compares_every_run_on_the_same_steady_epochs():
     """Neither the first epoch (tracing) nor the last (SLB's one final calibration) counts, for
     every run alike; what the last epoch adds is reported apart, and so is the end-of-epoch work."""
