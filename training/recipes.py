@@ -14,7 +14,8 @@ widths and on the budget (`temperature_defaults`):
   all). They use an exp schedule per step from 0.01 to `SHORT_BUDGET_END[wbits]` (200
   at 1, 2 and 4 bits; 1000 at other widths, unmeasured) ending at 60% of training, so the last 40%
   train at high tau, and SLB and STE train with Adam (lr 2e-3, no weight decay: SGD's
-  steps on the logits grow with tau, see `SHORT_BUDGET_OPTIMIZER` and `SHORT_BUDGET_LR`).
+  steps on the logits grow with tau, see `SHORT_BUDGET_OPTIMIZER` and `SHORT_BUDGET_LR`;
+  ResNet-18, whose recipe is Adam already, keeps its 1e-3).
   Measured on digits in BENCHMARKS.md ("Recipes"), and on real
   data outside the project (ResNet-20, 4 epochs: 95 / 97 / 96% at 1/1, 2/2, 4/4 against
   82 / 82 / 23% with tau 0.01 -> 10 ending at 90%): the network must end sharp. At 4
