@@ -49,7 +49,8 @@ def plot(records, series, metric, out, model="resnet20", validation_split=None):
     rows = [r for r in table(records, metric) if r["model"] == model
             and (validation_split is None or r["validation_split"] == validation_split)]
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    points, starred = {}, set()
+    points = {}
+    paper_marks = dict(PAPER_RESNET20) if model == "resnet20" else {}  # each drawn once
     for variant, wbits, abits in series:
         mine = sorted((r for r in rows if r["variant"] == variant and (r["wbits"], r["abits"]) == (wbits, abits)),
                       key=lambda r: r["epochs"])
@@ -60,9 +61,8 @@ def plot(records, series, metric, out, model="resnet20", validation_split=None):
         line = axes.errorbar([p[0] for p in points[label]], [p[1] for p in points[label]],
                              yerr=[p[2] for p in points[label]], marker="o", capsize=3, label=label)
         method = mine[0]["variant"].split("_")[0].split("+")[0]
-        paper = PAPER_RESNET20.get((method, wbits, abits)) if model == "resnet20" else None
-        if paper is not None and (method, wbits, abits) not in starred:
-            starred.add((method, wbits, abits))
+        paper = paper_marks.pop((method, wbits, abits), None)
+        if paper is not None:
             axes.plot([PAPER_EPOCHS], [paper], marker="*", markersize=12, color=line[0].get_color(),
                       linestyle="none")
     axes.set_xscale("log")
