@@ -613,8 +613,24 @@ def test_mirrored_strategy_matches_one_device(mirrored_strategy, even_digits, tm
     two = training.run({**config, "model_dir": str(tmp_path / "two")}, strategy_override=mirrored_strategy)
     assert (one["replicas"], two["replicas"]) == (1, 2)
     _assert_same_training(one, two)
+    lr = one["config"]["lr"]
     for a, b in zip(_weights(tmp_path / "one" / "model.keras"), _weights(tmp_path / "two" / "model.keras")):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+        _assert_same_weights(b, a, lr)
+
+
+def _assert_same_weights(actual, desired, lr):
+    """Weights trained under two strategies agree up to Adam's amplified round-off.
+
+    Adam divides each gradient by its own running RMS, so a weight whose gradient is
+    round-off small moves by up to `lr` a step in a direction that the order of the
+    replicas' sum decides (CI saw 2 of 2304 logits differ by 1.8e-5 = 0.009 lr after
+    4 steps). Such weights are rare and stay far below one step; a distribution bug
+    (gradients not summed, a replica's half batch taken for the whole) moves most
+    weights by a sizeable part of a step.
+    """
+    close = np.isclose(actual, desired, rtol=1e-4, atol=1e-5)
+    assert close.mean() >= 0.99, f"{(~close).sum()} of {close.size} weights differ"
+    np.testing.assert_allclose(actual, desired, rtol=1e-4, atol=0.1 * lr)
 
 
 def _free_ports(count):
