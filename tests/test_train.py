@@ -628,8 +628,8 @@ def _assert_same_weights(actual, desired, lr):
     (gradients not summed, a replica's half batch taken for the whole) moves most
     weights by a sizeable part of a step.
     """
-    close = np.isclose(actual, desired, rtol=1e-4, atol=1e-5)
-    assert close.mean() >= 0.99, f"{(~close).sum()} of {close.size} weights differ"
+    far = ~np.isclose(actual, desired, rtol=1e-4, atol=1e-5)
+    assert far.sum() <= max(2, 0.01 * far.size), f"{far.sum()} of {far.size} weights differ"
     np.testing.assert_allclose(actual, desired, rtol=1e-4, atol=0.1 * lr)
 
 
